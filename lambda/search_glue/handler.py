@@ -1,0 +1,167 @@
+"""Entry points: ``on_event`` and ``is_complete`` (CDK Provider framework) and ``watchdog``.
+
+on_event   Create/Update: settings, role mappings, connector, model group, register,
+           deploy request. Delete: the whole teardown. Returns the physical id.
+is_complete  waits for DEPLOYED, then the _predict smoke test (dimension check), ingest
+           pipeline, k-NN index, alias, hybrid search pipeline. Returns the outputs (Data).
+watchdog   scheduled: redeploys the model if it is no longer deployed or no longer answers.
+
+Nothing here talks to CloudFormation: the Provider framework turns a returned dict into
+SUCCESS and an exception into FAILED, with the exception's message as the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from . import steps
+from .client import OpenSearch, StepError
+from .properties import PHYSICAL_ID_RE, GlueProperties, PropertyError, parse
+from .steps import Names
+
+log = logging.getLogger(__name__)
+log.setLevel(logging.INFO)
+logging.getLogger("search_glue").setLevel(logging.INFO)
+
+
+class GlueFailure(Exception):
+    """The reason CloudFormation shows: the failed step, HTTP status and body, and the cleanup."""
+
+
+def _old_properties(event: dict[str, Any]) -> GlueProperties | None:
+    try:
+        return parse(event.get("OldResourceProperties"))
+    except PropertyError:
+        return None  # nothing valid was deployed under those: treat the Update as new objects
+
+
+def _is_new(event: dict[str, Any], props: GlueProperties) -> tuple[bool, GlueProperties | None]:
+    """(whether this request builds objects under a new physical id, the old properties)."""
+    if event.get("RequestType") == "Create":
+        return True, None
+    old = _old_properties(event)
+    return old is None or old.physical_id != props.physical_id, old
+
+
+@contextlib.contextmanager
+def _cleanup_on_failure(enabled: bool, os: OpenSearch, names: Names) -> Iterator[None]:
+    """A failed Create (or replacement) removes what this physical id owns, then re-raises.
+
+    An in-place Update does not: its objects existed before and still serve searches.
+    """
+    try:
+        yield
+    except Exception as e:
+        reason = str(e) if isinstance(e, StepError) else f"unexpected {type(e).__name__}: {e}"
+        log.exception("failed: %s", reason)
+        if not enabled:
+            raise GlueFailure(reason) from e
+        try:
+            steps.teardown(os, names)
+        except Exception as cleanup_error:
+            raise GlueFailure(f"{reason} [cleanup of {names.physical_id} also failed: {cleanup_error}]") from e
+        raise GlueFailure(f"{reason} [created objects of {names.physical_id} removed]") from e
+
+
+def on_event(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    request_type = event.get("RequestType")
+    log.info("on_event %s %s", request_type, event.get("PhysicalResourceId", "(new)"))
+    if request_type == "Delete":
+        return _delete(event)
+    if request_type not in ("Create", "Update"):
+        raise GlueFailure(f"RequestType: unknown {request_type!r}")
+    props = parse(event.get("ResourceProperties"))  # before any API call
+    names = Names(props.physical_id, props.index_name)
+    is_new, old = _is_new(event, props)
+    os = OpenSearch.from_properties(props)
+    with _cleanup_on_failure(is_new, os, names):
+        steps.apply_cluster_settings(os, props)
+        steps.merge_role_mappings(os, props)
+        connector_id = steps.ensure_connector(
+            os, props, names, credentials_changed=old is not None and old.credential() != props.credential())
+        group_id = steps.ensure_model_group(os, names)
+        model_id = steps.ensure_model(os, names, connector_id, group_id)
+        steps.request_deploy(os, model_id)
+    return {"PhysicalResourceId": names.physical_id,
+            "Data": {"ConnectorId": connector_id, "ModelGroupId": group_id, "ModelId": model_id}}
+
+
+def is_complete(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    if event.get("RequestType") == "Delete":
+        return {"IsComplete": True}
+    props = parse(event.get("ResourceProperties"))
+    names = Names(props.physical_id, props.index_name)
+    is_new, _ = _is_new(event, props)
+    os = OpenSearch.from_properties(props)
+    with _cleanup_on_failure(is_new, os, names):
+        model = _only(steps.find_all(os, "deploy", "models", names.model), "model", names.model)
+        if not steps.deployed(os, model["id"]):
+            return {"IsComplete": False}
+        connector_id = model["connector_id"]
+        steps.smoke_test(os, props, model["id"], connector_hint=f"{names.connector} ({connector_id}) -> "
+                                                                 f"{props.invocation_url}")
+        steps.ensure_ingest_pipeline(os, props, names, model["id"])
+        steps.ensure_index(os, props, names)
+        steps.point_alias(os, names)
+        search_pipeline = steps.ensure_search_pipeline(os, props, names)
+    return {"IsComplete": True, "Data": {
+        "ConnectorId": connector_id,
+        "ModelGroupId": model["model_group_id"],
+        "ModelId": model["id"],
+        "PipelineName": names.ingest_pipeline,
+        "IndexName": names.alias,
+        "ConcreteIndexName": names.index,
+        "SearchPipelineName": search_pipeline,
+        "Dimension": str(props.dimension),
+    }}
+
+
+def _only(hits: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    if not hits:
+        raise StepError("deploy", f"no {kind} named {name}: was it deleted outside CloudFormation?")
+    return min(hits, key=lambda h: h.get("created_time", 0))
+
+
+def _delete(event: dict[str, Any]) -> dict[str, Any]:
+    physical_id = str(event.get("PhysicalResourceId", ""))
+    if not PHYSICAL_ID_RE.match(physical_id):
+        # A Create that failed before naming anything: there is nothing of ours to remove.
+        log.info("delete: %r is not one of ours, nothing to do", physical_id)
+        return {"PhysicalResourceId": physical_id}
+    props = parse(event.get("ResourceProperties"))
+    try:
+        steps.teardown(OpenSearch.from_properties(props), Names(physical_id, props.index_name))
+    except StepError as e:
+        raise GlueFailure(str(e)) from e
+    return {"PhysicalResourceId": physical_id}
+
+
+def watchdog(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Redeploy the model if it dropped out (a domain restart can leave it undeployed).
+
+    The event carries the custom resource's properties, under ``ResourceProperties`` or as
+    the event itself (a scheduled rule's constant input).
+    """
+    props = parse(event.get("ResourceProperties", event))
+    names = Names(props.physical_id, props.index_name)
+    os = OpenSearch.from_properties(props)
+    model = _only(steps.find_all(os, "watchdog", "models", names.model), "model", names.model)
+    model_id = model["id"]
+    state = steps.model_state(os, model_id)
+    hint = f"{names.connector} -> {props.invocation_url}"
+    if state == "DEPLOYED":
+        try:
+            steps.embed(os, model_id, [steps.SMOKE_TEXT], step="watchdog", connector_hint=hint)
+            log.info("watchdog: model %s deployed and answering", model_id)
+            return {"ModelId": model_id, "State": state, "Action": "none"}
+        except StepError as e:
+            log.warning("watchdog: model %s reads DEPLOYED but does not answer (%s): redeploying", model_id, e)
+    else:
+        log.warning("watchdog: model %s is %s: redeploying", model_id, state)
+    os.call("watchdog", "POST", f"/_plugins/_ml/models/{model_id}/_deploy")
+    steps.wait_deployed(os, model_id)
+    steps.embed(os, model_id, [steps.SMOKE_TEXT], step="watchdog", connector_hint=hint)
+    return {"ModelId": model_id, "State": "DEPLOYED", "Action": "redeployed", "PreviousState": state}

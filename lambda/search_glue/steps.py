@@ -1,0 +1,392 @@
+"""The ml-commons / neural-search objects, one function per step, each safe to repeat.
+
+Every object is named after the physical id, so a repeated Create finds (adopts) what
+exists instead of making a duplicate, and a Delete knows what to remove from the id alone.
+The index behind the ``IndexName`` alias is versioned the same way: a replacement builds
+a new index and moves the alias; the old index goes with the old resource's Delete.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .client import OpenSearch, StepError
+from .properties import GlueProperties
+
+log = logging.getLogger(__name__)
+
+PRE_PROCESS = "connector.pre_process.default.embedding"
+POST_PROCESS = "connector.post_process.default.embedding"
+# The body each serving flavor expects; ml-commons fills ${parameters.input} with a JSON
+# array of strings. TEI truncates over-long inputs itself when asked to.
+REQUEST_BODIES = {
+    "tei": '{"inputs": ${parameters.input}, "truncate": true}',
+    "custom": "${parameters.input}",
+}
+SMOKE_TEXT = "semsearch smoke test"
+# Hybrid search: keyword (first sub-query) and neural (second) scores after min-max.
+HYBRID_WEIGHTS = [0.3, 0.7]
+POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every object's name, from the physical id (and the alias from the properties)."""
+
+    physical_id: str
+    alias: str = ""
+
+    @property
+    def connector(self) -> str:
+        return self.physical_id
+
+    @property
+    def model_group(self) -> str:
+        return self.physical_id
+
+    @property
+    def model(self) -> str:
+        return self.physical_id
+
+    @property
+    def ingest_pipeline(self) -> str:
+        return self.physical_id
+
+    @property
+    def index(self) -> str:
+        return self.physical_id
+
+    @property
+    def search_pipeline(self) -> str:
+        return f"{self.physical_id}-hybrid"
+
+    @property
+    def family(self) -> re.Pattern[str]:
+        """Indices of every version of this resource (same Name, any hash)."""
+        prefix = self.physical_id.rsplit("-", 1)[0]
+        return re.compile(rf"^{re.escape(prefix)}-[0-9a-f]{{10}}$")
+
+
+# ---------------------------------------------------------------------------------------
+# Settings and role mappings
+
+
+def apply_cluster_settings(os: OpenSearch, props: GlueProperties) -> None:
+    if props.cluster_settings:
+        os.call("cluster_settings", "PUT", "/_cluster/settings", {"persistent": props.cluster_settings})
+
+
+def merge_role_mappings(os: OpenSearch, props: GlueProperties) -> None:
+    """Add backend roles to FGAC role mappings, keeping every mapping already there.
+
+    PUT would replace a mapping's whole list; a JSON-patch ``add`` at ``/<role>/backend_roles/-``
+    appends one entry, and only the roles that are missing are appended.
+    """
+    for role, wanted in props.role_mappings.items():
+        status, body = os.call("role_mapping", "GET", f"/_plugins/_security/api/rolesmapping/{role}", ok=(404,))
+        existing = (body or {}).get(role, {}).get("backend_roles", []) if status == 200 else None
+        if existing is None:
+            ops = [{"op": "add", "path": f"/{role}", "value": {"backend_roles": list(dict.fromkeys(wanted))}}]
+        else:
+            ops = [{"op": "add", "path": f"/{role}/backend_roles/-", "value": arn}
+                   for arn in dict.fromkeys(wanted) if arn not in existing]
+        if ops:
+            log.info("role_mapping: adding %s to %s", [a for a in wanted if a not in (existing or [])], role)
+            os.call("role_mapping", "PATCH", "/_plugins/_security/api/rolesmapping", ops)
+
+
+# ---------------------------------------------------------------------------------------
+# Finding by name
+
+
+def find_all(os: OpenSearch, step: str, kind: str, name: str) -> list[dict[str, Any]]:
+    """ml-commons objects (connectors, model_groups, models) whose name is exactly ``name``."""
+    query = {"size": 100, "query": {"term": {"name.keyword": name}}}
+    # Before the first object of a kind exists its system index does not either: 404 = none.
+    status, body = os.call(step, "POST", f"/_plugins/_ml/{kind}/_search", query, ok=(404,))
+    if status == 404:
+        return []
+    return [{"id": hit["_id"], **hit["_source"]} for hit in body["hits"]["hits"]]
+
+
+def _first_id(hits: list[dict[str, Any]]) -> str | None:
+    return min(hits, key=lambda h: h.get("created_time", 0))["id"] if hits else None
+
+
+# ---------------------------------------------------------------------------------------
+# Connector, model group, model
+
+
+def connector_body(props: GlueProperties, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": f"SageMaker endpoint {props.endpoint_name or props.invocation_url} ({props.flavor})",
+        "version": "1",
+        "protocol": "aws_sigv4",
+        "parameters": {"region": props.region, "service_name": "sagemaker"},
+        "credential": props.credential(),
+        "client_config": props.client_config(),
+        "actions": [{
+            "action_type": "predict",
+            "method": "POST",
+            "url": props.invocation_url,
+            "headers": {"content-type": "application/json"},
+            "request_body": REQUEST_BODIES[props.flavor],
+            "pre_process_function": PRE_PROCESS,
+            "post_process_function": POST_PROCESS,
+        }],
+    }
+
+
+def ensure_connector(os: OpenSearch, props: GlueProperties, names: Names, *, credentials_changed: bool) -> str:
+    """The connector's id, created if missing; client_config/credential brought up to date.
+
+    ml-commons refuses to change a connector a deployed model uses, so an update undeploys
+    the model first; ``ensure_deployed`` redeploys it.
+    """
+    hits = find_all(os, "connector", "connectors", names.connector)
+    if not hits:
+        _, body = os.call("connector", "POST", "/_plugins/_ml/connectors/_create", connector_body(props, names.connector))
+        log.info("connector: created %s", body["connector_id"])
+        return str(body["connector_id"])
+    connector_id = _first_id(hits)
+    assert connector_id is not None
+    stored = next(h for h in hits if h["id"] == connector_id).get("client_config") or {}
+    drifted = any(stored.get(k) != v for k, v in props.client_config().items())
+    if drifted or credentials_changed:
+        log.info("connector: updating %s (client_config %s, credentials %s)", connector_id,
+                 "changed" if drifted else "same", "changed" if credentials_changed else "same")
+        for model in find_all(os, "connector", "models", names.model):
+            undeploy(os, model["id"])
+        os.call("connector", "PUT", f"/_plugins/_ml/connectors/{connector_id}", props.updatable_connector_part())
+    else:
+        log.info("connector: adopted %s", connector_id)
+    return connector_id
+
+
+def ensure_model_group(os: OpenSearch, names: Names) -> str:
+    found = _first_id(find_all(os, "model_group", "model_groups", names.model_group))
+    if found:
+        log.info("model_group: adopted %s", found)
+        return found
+    _, body = os.call("model_group", "POST", "/_plugins/_ml/model_groups/_register",
+                      {"name": names.model_group, "description": "semsearch remote embedding models"})
+    log.info("model_group: created %s", body["model_group_id"])
+    return str(body["model_group_id"])
+
+
+def wait_task(os: OpenSearch, step: str, task_id: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _, task = os.call(step, "GET", f"/_plugins/_ml/tasks/{task_id}")
+        if task.get("state") == "COMPLETED":
+            return dict(task)
+        if task.get("state") in ("FAILED", "CANCELLED", "COMPLETED_WITH_ERROR"):
+            raise StepError(step, f"task {task_id} ended {task.get('state')}: {task.get('error')}")
+        if time.monotonic() > deadline:
+            raise StepError(step, f"task {task_id} still {task.get('state')} after {timeout_s:.0f} s")
+        time.sleep(POLL_S)
+
+
+def ensure_model(os: OpenSearch, names: Names, connector_id: str, group_id: str, *, timeout_s: float = 60) -> str:
+    """The registered remote model's id (function_name remote), registering it if missing."""
+    for hit in find_all(os, "register", "models", names.model):
+        if hit.get("model_group_id") == group_id and hit.get("model_state") not in ("REGISTER_FAILED",):
+            log.info("register: adopted model %s (%s)", hit["id"], hit.get("model_state"))
+            return str(hit["id"])
+    _, body = os.call("register", "POST", "/_plugins/_ml/models/_register", {
+        "name": names.model, "function_name": "remote", "model_group_id": group_id,
+        "connector_id": connector_id, "description": "remote embedding model (SageMaker endpoint)",
+    })
+    model_id = body.get("model_id") or wait_task(os, "register", body["task_id"], timeout_s)["model_id"]
+    log.info("register: model %s", model_id)
+    return str(model_id)
+
+
+def model_state(os: OpenSearch, model_id: str) -> str:
+    _, body = os.call("deploy", "GET", f"/_plugins/_ml/models/{model_id}")
+    return str(body.get("model_state", "UNKNOWN"))
+
+
+def request_deploy(os: OpenSearch, model_id: str) -> None:
+    """Ask for deployment unless the model is deployed (or deploying) already."""
+    if model_state(os, model_id) not in ("DEPLOYED", "DEPLOYING"):
+        os.call("deploy", "POST", f"/_plugins/_ml/models/{model_id}/_deploy")
+        log.info("deploy: requested for %s", model_id)
+
+
+def deployed(os: OpenSearch, model_id: str) -> bool:
+    """True once deployed, False while deploying; a failed deployment raises."""
+    state = model_state(os, model_id)
+    if state == "DEPLOYED":
+        return True
+    if state in ("DEPLOY_FAILED", "UNDEPLOYED", "REGISTERED"):
+        raise StepError("deploy", f"model {model_id} is {state}, not DEPLOYED")
+    return False
+
+
+def wait_deployed(os: OpenSearch, model_id: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not deployed(os, model_id):
+        if time.monotonic() > deadline:
+            raise StepError("deploy", f"model {model_id} not DEPLOYED after {timeout_s:.0f} s")
+        time.sleep(POLL_S)
+
+
+def undeploy(os: OpenSearch, model_id: str, timeout_s: float = 30) -> None:
+    """Undeploy and wait until the model no longer reads deployed (the answer comes first)."""
+    status, _ = os.call("undeploy", "POST", f"/_plugins/_ml/models/{model_id}/_undeploy", ok=(404,))
+    if status == 404:
+        return
+    deadline = time.monotonic() + timeout_s
+    while model_state(os, model_id) in ("DEPLOYED", "DEPLOYING", "PARTIALLY_DEPLOYED"):
+        if time.monotonic() > deadline:
+            raise StepError("undeploy", f"model {model_id} still deployed {timeout_s:.0f} s after _undeploy")
+        time.sleep(POLL_S)
+    log.info("undeploy: %s", model_id)
+
+
+# ---------------------------------------------------------------------------------------
+# Smoke test, pipelines, index, alias
+
+
+def embed(os: OpenSearch, model_id: str, texts: list[str], *, step: str = "predict",
+          connector_hint: str = "") -> list[list[float]]:
+    """The model's vectors for ``texts`` through the connector (what ingest will do)."""
+    try:
+        _, body = os.call(step, "POST", f"/_plugins/_ml/models/{model_id}/_predict", {"parameters": {"input": texts}})
+    except StepError as e:
+        raise StepError(step, f"{e} (through connector {connector_hint}: is the endpoint up and "
+                              f"answering?)", e.status, e.body) from e
+    outputs = body["inference_results"][0]["output"]
+    return [list(o["data"]) for o in outputs]
+
+
+def smoke_test(os: OpenSearch, props: GlueProperties, model_id: str, connector_hint: str) -> None:
+    """One real embedding: its length must equal Dimension before any index is built on it."""
+    (vector,) = embed(os, model_id, [SMOKE_TEXT], connector_hint=connector_hint)
+    if len(vector) != props.dimension:
+        raise StepError("predict", f"dimension mismatch: expected {props.dimension} (Dimension), the endpoint "
+                                   f"returned {len(vector)}; no index was created")
+    log.info("predict: %d dimensions, as expected", len(vector))
+
+
+def ensure_ingest_pipeline(os: OpenSearch, props: GlueProperties, names: Names, model_id: str) -> None:
+    # PUT replaces the whole pipeline: the same call creates it and applies a new batch size.
+    os.call("ingest_pipeline", "PUT", f"/_ingest/pipeline/{names.ingest_pipeline}", {
+        "description": f"embed {props.text_field} into {props.embedding_field} with model {model_id}",
+        "processors": [{"text_embedding": {
+            "model_id": model_id,
+            "field_map": {props.text_field: props.embedding_field},
+            "batch_size": props.ingest_batch_size,
+        }}],
+    })
+
+
+def index_body(props: GlueProperties, names: Names) -> dict[str, Any]:
+    return {
+        "settings": {"index": {
+            "knn": True,
+            "default_pipeline": names.ingest_pipeline,
+            "number_of_shards": props.number_of_shards,
+            "number_of_replicas": props.number_of_replicas,
+        }},
+        "mappings": {"properties": {
+            props.text_field: {"type": "text"},
+            props.embedding_field: {
+                "type": "knn_vector",
+                "dimension": props.dimension,
+                "method": {"name": "hnsw", "engine": props.knn_engine, "space_type": props.space_type,
+                           "parameters": {"m": props.hnsw_m, "ef_construction": props.hnsw_ef_construction}},
+            },
+        }},
+    }
+
+
+def ensure_index(os: OpenSearch, props: GlueProperties, names: Names) -> None:
+    status, _ = os.call("index", "HEAD", f"/{names.index}", ok=(404,))
+    if status == 404:
+        os.call("index", "PUT", f"/{names.index}", index_body(props, names))
+        log.info("index: created %s", names.index)
+    else:
+        # Replicas are the one index setting an in-place Update may change.
+        os.call("index", "PUT", f"/{names.index}/_settings", {"index": {"number_of_replicas": props.number_of_replicas}})
+        log.info("index: adopted %s", names.index)
+
+
+def point_alias(os: OpenSearch, names: Names) -> None:
+    """Move the alias to this index in one atomic action (searches never see no index)."""
+    status, body = os.call("alias", "GET", f"/_alias/{names.alias}", ok=(404,))
+    holders = list(body) if status == 200 else []
+    if holders == [names.index]:
+        return
+    actions: list[dict[str, Any]] = [{"remove": {"index": i, "alias": names.alias}} for i in holders if i != names.index]
+    actions.append({"add": {"index": names.index, "alias": names.alias}})
+    os.call("alias", "POST", "/_aliases", {"actions": actions})
+    log.info("alias: %s -> %s (was %s)", names.alias, names.index, holders or "unset")
+
+
+def ensure_search_pipeline(os: OpenSearch, props: GlueProperties, names: Names) -> str:
+    path = f"/_search/pipeline/{names.search_pipeline}"
+    if not props.hybrid_search:
+        os.call("search_pipeline", "DELETE", path, ok=(404,))
+        return ""
+    os.call("search_pipeline", "PUT", path, {
+        "description": "hybrid search: min-max normalized keyword and neural scores",
+        "phase_results_processors": [{"normalization-processor": {
+            "normalization": {"technique": "min_max"},
+            "combination": {"technique": "arithmetic_mean", "parameters": {"weights": HYBRID_WEIGHTS}},
+        }}],
+    })
+    return names.search_pipeline
+
+
+# ---------------------------------------------------------------------------------------
+# Teardown
+
+
+def _hand_alias_back(os: OpenSearch, names: Names) -> None:
+    """Before deleting an index that holds the alias, give the alias to the newest sibling.
+
+    A replacement moves the alias to the new index; if the stack then rolls back, the new
+    resource is deleted and the old one must serve again.
+    """
+    if not names.alias:
+        return
+    status, body = os.call("delete_index", "GET", f"/_alias/{names.alias}", ok=(404,))
+    if status == 404 or names.index not in body:
+        return
+    prefix = names.physical_id.rsplit("-", 1)[0]
+    status, indices = os.call("delete_index", "GET", f"/{prefix}-*/_settings/index.creation_date", ok=(404,))
+    siblings = sorted((int(s["settings"]["index"]["creation_date"]), name) for name, s in (indices or {}).items()
+                      if names.family.match(name) and name != names.index)
+    if siblings:
+        newest = siblings[-1][1]
+        os.call("delete_index", "POST", "/_aliases", {"actions": [
+            {"remove": {"index": names.index, "alias": names.alias}},
+            {"add": {"index": newest, "alias": names.alias}}]})
+        log.info("alias: %s handed back to %s", names.alias, newest)
+
+
+def teardown(os: OpenSearch, names: Names) -> None:
+    """Remove every object of this physical id, in dependency order; 404 counts as done."""
+    os.call("delete_search_pipeline", "DELETE", f"/_search/pipeline/{names.search_pipeline}", ok=(404,))
+    _hand_alias_back(os, names)
+    os.call("delete_index", "DELETE", f"/{names.index}", ok=(404,))
+    os.call("delete_ingest_pipeline", "DELETE", f"/_ingest/pipeline/{names.ingest_pipeline}", ok=(404,))
+    for model in find_all(os, "delete_model", "models", names.model):
+        undeploy(os, model["id"])
+        _delete_model(os, model["id"])
+    for connector in find_all(os, "delete_connector", "connectors", names.connector):
+        os.call("delete_connector", "DELETE", f"/_plugins/_ml/connectors/{connector['id']}", ok=(404,))
+    for group in find_all(os, "delete_model_group", "model_groups", names.model_group):
+        os.call("delete_model_group", "DELETE", f"/_plugins/_ml/model_groups/{group['id']}", ok=(404,))
+    log.info("teardown: %s removed", names.physical_id)
+
+
+def _delete_model(os: OpenSearch, model_id: str) -> None:
+    os.call("delete_model", "DELETE", f"/_plugins/_ml/models/{model_id}", ok=(404,))
