@@ -9,7 +9,7 @@ import sys
 from semsearch.errors import UsageError
 
 # Each module defines `register(subparsers)`; its parser's `func(args) -> int` runs it.
-COMMAND_MODULES = [
+COMMAND_MODULES: list[str] = [
 ]
 
 

@@ -7,9 +7,10 @@ instance types are all derived from these entries; none of them is typed anywher
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Literal
 
 Pooling = Literal["mean", "cls"]
 

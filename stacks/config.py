@@ -13,9 +13,10 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from stacks.catalog import INSTANCES, MODELS, TEI_CPU_FRAMEWORK, TEI_GPU_FRAMEWORK, ModelSpec, tei_framework_for
 

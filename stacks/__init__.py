@@ -1,0 +1,1 @@
+"""The CDK app's stacks and the constructs they assemble."""

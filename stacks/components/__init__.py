@@ -1,0 +1,1 @@
+"""One construct per component; stacks only assemble and wire them."""

@@ -1,0 +1,240 @@
+"""A SageMaker real-time endpoint serving one embedding model (TEI or our own handler)."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from stacks import images
+from stacks.catalog import INSTANCES
+from stacks.config import EndpointConfig, VpcConfig
+from stacks.nag import acknowledge
+
+VARIANT_NAME = "AllTraffic"
+# Where SageMaker unpacks model.tar.gz inside the container.
+MODEL_MOUNT = "/opt/ml/model"
+
+
+class EmbeddingEndpoint(Construct):
+    """An embedding endpoint with autoscaling and alarms.
+
+    Keyword-only properties:
+      endpoint_name: the SageMaker endpoint name (the connector URL is built from it).
+      config: the endpoint's validated configuration (model, flavor, instance type...).
+      kms_key: encrypts the ML storage volume where the instance type allows it
+        (default: no volume key; never set on instance types with local NVMe such as g5,
+        where SageMaker rejects a volume key and the NVMe is hardware-encrypted).
+      model_bucket: bucket holding ``config.model_data_s3_uri`` (read access is granted);
+        required when the config names model data.
+      vpc: subnets and security groups for the model containers (default: none).
+
+    Resources: an execution role, a model, an endpoint config, the endpoint, a scalable
+    target tracking SageMakerVariantInvocationsPerInstance, and alarms on p99 model
+    latency, 5xx and 4xx errors (``alarms``).
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, endpoint_name: str, config: EndpointConfig,
+                 kms_key: kms.IKey | None = None, model_bucket: s3.IBucket | None = None,
+                 vpc: VpcConfig | None = None) -> None:
+        super().__init__(scope, construct_id)
+        self.endpoint_name = endpoint_name
+        self.config = config
+        instance = INSTANCES[config.instance_type]
+        model = config.model
+        family = config.container_family
+
+        self.role = iam.Role(self, "ExecutionRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+                             description=f"SageMaker execution role of endpoint {endpoint_name}")
+        self._grant_image_pull(family, instance.accelerated)
+        self._grant_logs_and_metrics()
+        if vpc is not None:
+            self._grant_vpc_access()
+
+        if family == "pytorch-inference":
+            image = images.image_uri(self, family, config.pytorch_version, accelerated=instance.accelerated)
+            environment = {
+                # The PyTorch inference toolkit imports code/inference.py from the model archive.
+                "SAGEMAKER_PROGRAM": "inference.py",
+                "SAGEMAKER_SUBMIT_DIRECTORY": f"{MODEL_MOUNT}/code",
+                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                "SEMSEARCH_MAX_BATCH": str(config.max_client_batch_size * 8),
+                "SEMSEARCH_MAX_TOKENS": str(model.max_tokens),
+            }
+        else:
+            image = images.image_uri(self, family, config.tei_version)
+            environment = {
+                "HF_MODEL_ID": MODEL_MOUNT if config.model_data_s3_uri else model.hf_id,
+                "POOLING": model.pooling,
+                "MAX_BATCH_TOKENS": str(config.max_batch_tokens),
+                "MAX_CLIENT_BATCH_SIZE": str(config.max_client_batch_size),
+                "AUTO_TRUNCATE": "true",
+            }
+
+        container: dict[str, object] = {"image": image, "environment": environment}
+        if config.model_data_s3_uri:
+            if model_bucket is None:
+                raise ValueError(f"{endpoint_name}: model_data_s3_uri needs the bucket that holds it")
+            # Exactly the one object SageMaker downloads (no List*/Get* wildcards).
+            self.role.add_to_policy(iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[model_bucket.arn_for_objects(_object_key(config.model_data_s3_uri))]))
+            if kms_key is not None:  # artifacts in the stage bucket are encrypted with the stage key
+                kms_key.grant_decrypt(self.role)
+            container["model_data_url"] = config.model_data_s3_uri
+        self.model = sagemaker.CfnModel(
+            self, "Model",
+            execution_role_arn=self.role.role_arn,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(**container),  # type: ignore[arg-type]
+            vpc_config=sagemaker.CfnModel.VpcConfigProperty(
+                subnets=list(vpc.subnet_ids), security_group_ids=list(vpc.security_group_ids)) if vpc else None,
+            # With model data in S3 the container needs no network; TEI pulling from the
+            # Hugging Face Hub does.
+            enable_network_isolation=bool(config.model_data_s3_uri),
+        )
+        # The role's policy (image pull) must exist before SageMaker validates the model.
+        self.model.node.add_dependency(self.role.node.find_child("DefaultPolicy"))
+
+        volume_key = kms_key if (kms_key is not None and config.volume_kms_supported) else None
+        self.endpoint_config = sagemaker.CfnEndpointConfig(
+            self, "EndpointConfig",
+            kms_key_id=volume_key.key_arn if volume_key else None,
+            production_variants=[sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                variant_name=VARIANT_NAME,
+                model_name=self.model.attr_model_name,
+                initial_instance_count=config.initial_instance_count,
+                instance_type=config.instance_type,
+                initial_variant_weight=1.0,
+                container_startup_health_check_timeout_in_seconds=600,
+                model_data_download_timeout_in_seconds=600,
+            )],
+        )
+        if volume_key is not None:
+            volume_key.grant_encrypt_decrypt(self.role)
+            for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
+                acknowledge(self.role, f"AwsSolutions-IAM5[Action::{action}]",
+                            "CDK's encrypt/decrypt grant on the one volume key of this endpoint; "
+                            "SageMaker needs data-key generation and re-encryption to mount the volume")
+        self.endpoint = sagemaker.CfnEndpoint(self, "Endpoint", endpoint_name=endpoint_name,
+                                              endpoint_config_name=self.endpoint_config.attr_endpoint_config_name)
+        self.endpoint_arn = cdk.Stack.of(self).format_arn(service="sagemaker", resource="endpoint",
+                                                          resource_name=endpoint_name.lower())
+
+        self.scalable_target = appscaling.ScalableTarget(
+            self, "Scaling",
+            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+            resource_id=f"endpoint/{endpoint_name}/variant/{VARIANT_NAME}",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            min_capacity=config.min_capacity, max_capacity=config.max_capacity,
+        )
+        self.scalable_target.node.add_dependency(self.endpoint)
+        self.scalable_target.scale_to_track_metric(
+            "InvocationsPerInstance",
+            target_value=config.target_invocations_per_instance,
+            predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
+            scale_in_cooldown=cdk.Duration.minutes(5),
+            scale_out_cooldown=cdk.Duration.minutes(1),
+        )
+
+        self.latency_alarm = self.metric_model_latency(statistic="p99").create_alarm(
+            self, "LatencyAlarm",
+            alarm_description=f"{endpoint_name}: p99 model latency above {config.latency_alarm_ms} ms",
+            threshold=config.latency_alarm_ms * 1000,  # ModelLatency is reported in microseconds
+            evaluation_periods=3, datapoints_to_alarm=2,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.error_5xx_alarm = self.metric_invocation_5xx_errors().create_alarm(
+            self, "Errors5xxAlarm",
+            alarm_description=f"{endpoint_name}: {config.error_alarm_threshold}+ 5xx errors in 5 minutes",
+            threshold=config.error_alarm_threshold, evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.error_4xx_alarm = self.metric_invocation_4xx_errors().create_alarm(
+            self, "Errors4xxAlarm",
+            alarm_description=f"{endpoint_name}: many 4xx errors (bad requests or throttling) in 5 minutes",
+            threshold=config.error_alarm_threshold * 20, evaluation_periods=2,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.alarms: list[cloudwatch.Alarm] = [self.latency_alarm, self.error_5xx_alarm, self.error_4xx_alarm]
+
+    # -- grants --------------------------------------------------------------------------
+
+    def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow ``grantee`` to call InvokeEndpoint on this endpoint only."""
+        return iam.Grant.add_to_principal(grantee=grantee, actions=["sagemaker:InvokeEndpoint"],
+                                          resource_arns=[self.endpoint_arn])
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def metric(self, metric_name: str, *, namespace: str = "AWS/SageMaker", statistic: str = "Sum",
+               period: cdk.Duration | None = None) -> cloudwatch.Metric:
+        """A metric of this endpoint's variant (default: Sum over 5 minutes)."""
+        return cloudwatch.Metric(namespace=namespace, metric_name=metric_name, statistic=statistic,
+                                 period=period or cdk.Duration.minutes(5),
+                                 dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT_NAME})
+
+    def metric_invocations(self, **kwargs: object) -> cloudwatch.Metric:
+        return self.metric("Invocations", **kwargs)  # type: ignore[arg-type]
+
+    def metric_model_latency(self, *, statistic: str = "p50") -> cloudwatch.Metric:
+        """Time spent in the container per request, in microseconds."""
+        return self.metric("ModelLatency", statistic=statistic)
+
+    def metric_invocation_4xx_errors(self) -> cloudwatch.Metric:
+        return self.metric("Invocation4XXErrors")
+
+    def metric_invocation_5xx_errors(self) -> cloudwatch.Metric:
+        return self.metric("Invocation5XXErrors")
+
+    def metric_cpu_utilization(self) -> cloudwatch.Metric:
+        return self.metric("CPUUtilization", namespace="/aws/sagemaker/Endpoints", statistic="Average")
+
+    def metric_memory_utilization(self) -> cloudwatch.Metric:
+        return self.metric("MemoryUtilization", namespace="/aws/sagemaker/Endpoints", statistic="Average")
+
+    def metric_gpu_utilization(self) -> cloudwatch.Metric:
+        return self.metric("GPUUtilization", namespace="/aws/sagemaker/Endpoints", statistic="Average")
+
+    def metric_instance_count(self) -> cloudwatch.Metric:
+        return self.metric("CPUUtilization", namespace="/aws/sagemaker/Endpoints", statistic="SampleCount")
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _grant_image_pull(self, family: str, accelerated: bool) -> None:
+        version = self.config.pytorch_version if family == "pytorch-inference" else self.config.tei_version
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+            resources=[images.ecr_repository_arn(self, family, version, accelerated=accelerated)]))
+        token = iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
+        self.role.add_to_policy(token)
+
+    def _grant_logs_and_metrics(self) -> None:
+        stack = cdk.Stack.of(self)
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            resources=[stack.format_arn(service="logs", resource="log-group",
+                                        resource_name="/aws/sagemaker/Endpoints/*",
+                                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)]))
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["cloudwatch:PutMetricData"], resources=["*"],
+            conditions={"StringEquals": {"cloudwatch:namespace": ["/aws/sagemaker/Endpoints"]}}))
+
+    def _grant_vpc_access(self) -> None:
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
+                     "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
+                     "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
+                     "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"],
+            resources=["*"]))
+
+
+def _object_key(s3_uri: str) -> str:
+    return s3_uri.split("/", 3)[3]
+
+
+def bucket_name(s3_uri: str) -> str:
+    return s3_uri.split("/", 3)[2]

@@ -1,0 +1,94 @@
+"""Container image URIs, resolved offline by the SageMaker SDK at synth time.
+
+The SDK knows the ECR registry of every region it supports. We render that knowledge into
+a CfnMapping (region → image URI) so one template deploys in any of those regions without
+re-synthesis: the stack looks its image up with ``Fn::FindInMap`` on ``AWS::Region``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+
+import aws_cdk as cdk
+from constructs import Construct
+
+# A region the SDK knows for every image family we use; only the registry host differs
+# between regions, so the tag is read from here.
+_REFERENCE_REGION = "us-east-1"
+_PYTHON_VERSION = "py312"
+
+
+@functools.cache
+def _regions(framework: str, version: str) -> tuple[str, ...]:
+    from sagemaker.core import image_uris
+
+    config = image_uris.config_for_framework(framework if framework != "pytorch-inference" else "pytorch")
+    versions = config["inference"]["versions"] if "inference" in config else config["versions"]
+    return tuple(sorted(versions[version]["registries"]))
+
+
+@functools.cache
+def _uri(framework: str, version: str, region: str) -> str:
+    from sagemaker.core import image_uris
+
+    # The SDK logs at INFO for every defaulted argument; keep synth output readable.
+    logging.getLogger("sagemaker").setLevel(logging.WARNING)
+    if framework == "pytorch-inference":
+        raise ValueError("use pytorch_inference_uri for the PyTorch container")
+    return str(image_uris.retrieve(framework, region=region, version=version))
+
+
+@functools.cache
+def _pytorch_uri(version: str, region: str, accelerated: bool) -> str:
+    from sagemaker.core import image_uris
+
+    logging.getLogger("sagemaker").setLevel(logging.WARNING)
+    return str(image_uris.retrieve(
+        "pytorch", region=region, version=version, py_version=_PYTHON_VERSION,
+        instance_type="ml.g5.xlarge" if accelerated else "ml.c6i.xlarge", image_scope="inference"))
+
+
+def image_mapping_values(framework: str, version: str, *, accelerated: bool = False) -> dict[str, dict[str, str]]:
+    """{region: {"uri": image}} for every region the SDK knows for this image."""
+    registry_framework = "pytorch-inference" if framework == "pytorch-inference" else framework
+    values = {}
+    for region in _regions(registry_framework, version):
+        if framework == "pytorch-inference":
+            uri = _pytorch_uri(version, region, accelerated)
+        else:
+            uri = _uri(framework, version, region)
+        # The registry account lets the pull policy name the exact repository ARN.
+        values[region] = {"uri": uri, "registry": uri.split(".", 1)[0]}
+    return values
+
+
+def image_uri(scope: Construct, framework: str, version: str, *, accelerated: bool = False) -> str:
+    """A token for the image URI in the deploying region (one mapping per image per stack)."""
+    stack = cdk.Stack.of(scope)
+    mapping_id = _mapping_id(framework, version, accelerated)
+    mapping = stack.node.try_find_child(mapping_id)
+    if mapping is None:
+        mapping = cdk.CfnMapping(stack, mapping_id,
+                                 mapping=image_mapping_values(framework, version, accelerated=accelerated),
+                                 lazy=True)
+    assert isinstance(mapping, cdk.CfnMapping)
+    return mapping.find_in_map(cdk.Aws.REGION, "uri")
+
+
+def _mapping_id(framework: str, version: str, accelerated: bool) -> str:
+    # Only the PyTorch container has separate CPU and GPU images under one framework name.
+    accelerated = accelerated and framework == "pytorch-inference"
+    return "Image" + re.sub(r"[^A-Za-z0-9]", "", f"{framework}{version}{'gpu' if accelerated else ''}".title())
+
+
+def ecr_repository_arn(scope: Construct, framework: str, version: str, *, accelerated: bool = False) -> str:
+    """ARN of the ECR repository behind the image in the deploying region (least-privilege pull)."""
+    image_uri(scope, framework, version, accelerated=accelerated)  # make sure the mapping exists
+    mapping = cdk.Stack.of(scope).node.find_child(_mapping_id(framework, version, accelerated))
+    assert isinstance(mapping, cdk.CfnMapping)
+    uri = next(iter(image_mapping_values(framework, version, accelerated=accelerated).values()))["uri"]
+    repository = uri.split("/", 1)[1].split(":", 1)[0]
+    registry = mapping.find_in_map(cdk.Aws.REGION, "registry")
+    return f"arn:{cdk.Aws.PARTITION}:ecr:{cdk.Aws.REGION}:{registry}:repository/{repository}"

@@ -1,0 +1,42 @@
+"""The stage's embedding endpoints."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.components.embedding_endpoint import EmbeddingEndpoint, bucket_name
+from stacks.config import StageConfig
+from stacks.nag import acknowledge
+
+
+def endpoint_name(stage: str, name: str) -> str:
+    """The SageMaker endpoint name of one configured endpoint (stable: the connector URL uses it)."""
+    return f"semsearch-{stage}-{name}"
+
+
+class ModelStack(cdk.Stack):
+    """One EmbeddingEndpoint per configured endpoint."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, key: kms.IKey,
+                 artifacts: s3.IBucket, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.endpoints: dict[str, EmbeddingEndpoint] = {}
+        for name, ep in config.endpoints.items():
+            bucket: s3.IBucket | None = None
+            if ep.model_data_s3_uri:
+                # A model in another bucket (a fine-tuned one, say) is imported by name.
+                bucket = s3.Bucket.from_bucket_name(self, f"{name}ModelBucket", bucket_name(ep.model_data_s3_uri))
+            endpoint = EmbeddingEndpoint(self, f"Endpoint-{name}", endpoint_name=endpoint_name(config.name, name),
+                                         config=ep, kms_key=key, model_bucket=bucket, vpc=config.vpc)
+            acknowledge(endpoint.role, "AwsSolutions-IAM5[Resource::*]",
+                        "ecr:GetAuthorizationToken has no resource-level permissions; "
+                        "cloudwatch:PutMetricData is limited by a namespace condition; "
+                        "the VPC ENI actions SageMaker needs have no resource-level permissions")
+            acknowledge(endpoint.role, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
+                        "<AWS::AccountId>:log-group:/aws/sagemaker/Endpoints/*]",
+                        "SageMaker names the endpoint's log streams at run time under this fixed prefix")
+            self.endpoints[name] = endpoint
+            cdk.CfnOutput(self, f"{name}EndpointName", value=endpoint.endpoint_name)

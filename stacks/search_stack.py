@@ -1,0 +1,65 @@
+"""OpenSearch domain, the connector and glue roles, and (issue 5) the neural-search glue."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from stacks.components.connector_role import ConnectorRole
+from stacks.components.embedding_endpoint import EmbeddingEndpoint
+from stacks.components.search_domain import SearchDomain
+from stacks.config import StageConfig
+from stacks.nag import acknowledge
+
+
+def domain_name(stage: str) -> str:
+    return f"semsearch-{stage}"
+
+
+class SearchStack(cdk.Stack):
+    """The search side of a stage: domain + IAM for the connector and the glue."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, key: kms.IKey,
+                 endpoints: dict[str, EmbeddingEndpoint], **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        removal = cdk.RemovalPolicy.RETAIN if config.retain_data else cdk.RemovalPolicy.DESTROY
+        fronted = endpoints[config.search.endpoint]
+
+        # The glue provisions ml-commons objects and maps roles, so it is FGAC's master user.
+        self.glue_role = iam.Role(
+            self, "GlueRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Neural-search glue: FGAC master user that creates the connector, model, pipeline, index")
+        self.connector = ConnectorRole(self, "Connector", endpoints=[fronted])
+        self.connector.grant_pass_role(self.glue_role)
+
+        self.search = SearchDomain(self, "Search", domain_name=domain_name(config.name), config=config.search,
+                                   master_role=self.glue_role, kms_key=key, vpc=config.vpc, removal_policy=removal)
+        self.search.grant_http(self.glue_role)
+        cfn_domain = self.search.domain.node.default_child
+        assert isinstance(cfn_domain, cdk.CfnElement)
+        domain_logical_id = self.resolve(self.get_logical_id(cfn_domain))
+        acknowledge(self.glue_role, f"AwsSolutions-IAM5[Resource::<{domain_logical_id}.Arn>/*]",
+                    "the glue calls many REST paths of this one domain; FGAC (where this role is master) "
+                    "authorizes each path")
+        acknowledge(self.glue_role, "AwsSolutions-IAM5[Action::es:ESHttp*]",
+                    "the glue uses GET, PUT, POST, PATCH and DELETE on the domain's REST API")
+        if config.search.data_node_count == 1 or config.search.dedicated_master_count == 0:
+            acknowledge(self.search.domain, "AwsSolutions-OS4",
+                        f"stage {config.name} runs a single small data node without dedicated masters to keep "
+                        "dev cheap; prod config uses three dedicated masters")
+        if config.search.availability_zones == 1:
+            acknowledge(self.search.domain, "AwsSolutions-OS7",
+                        f"stage {config.name} is single-AZ by configuration; prod spreads over three AZs")
+        if config.vpc is None:
+            acknowledge(self.search.domain, "AwsSolutions-OS1",
+                        "no VPC configured for this stage: the endpoint is public but every request must be "
+                        "SigV4-signed by an account principal and pass fine-grained access control")
+        acknowledge(self.search.domain, "AwsSolutions-OS3",
+                    "access is limited to this account's SigV4-signed IAM principals and FGAC (plus security "
+                    "groups when in a VPC) instead of IP allowlists, which do not fit Lambda and SageMaker callers")
+
+        cdk.CfnOutput(self, "DomainEndpoint", value=self.search.endpoint_url)
+        cdk.CfnOutput(self, "ConnectorRoleArn", value=self.connector.role.role_arn)
+        cdk.CfnOutput(self, "GlueRoleArn", value=self.glue_role.role_arn)

@@ -1,0 +1,31 @@
+"""One deployable stage (dev, prod): its stacks in dependency order."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from stacks.config import StageConfig
+from stacks.model_stack import ModelStack
+from stacks.search_stack import SearchStack
+from stacks.storage_stack import StorageStack
+
+
+class SemsearchStage(cdk.Stage):
+    """Storage (stateful) → Model (endpoints) → Search (domain, roles, glue)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig) -> None:
+        env = cdk.Environment(account=config.account or None, region=config.region or None)
+        super().__init__(scope, construct_id, env=env)
+        prefix = f"semsearch-{config.name}"
+        self.storage = StorageStack(self, "Storage", stack_name=f"{prefix}-storage", config=config,
+                                    description=f"semsearch {config.name}: KMS key and artifact buckets")
+        self.model = ModelStack(self, "Model", stack_name=f"{prefix}-model", config=config,
+                                key=self.storage.key, artifacts=self.storage.artifacts,
+                                description=f"semsearch {config.name}: SageMaker embedding endpoints")
+        self.search = SearchStack(self, "Search", stack_name=f"{prefix}-search", config=config,
+                                  key=self.storage.key, endpoints=self.model.endpoints,
+                                  description=f"semsearch {config.name}: OpenSearch domain and neural-search glue")
+        for stack in (self.storage, self.model, self.search):
+            cdk.Tags.of(stack).add("project", "semsearch")
+            cdk.Tags.of(stack).add("stage", config.name)

@@ -1,0 +1,44 @@
+"""Stateful resources of a stage: the KMS key and the artifact bucket."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.config import StageConfig
+
+
+class StorageStack(cdk.Stack):
+    """KMS key and buckets, apart from everything stateless so a failed deploy elsewhere
+    never rolls them back."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        removal = cdk.RemovalPolicy.RETAIN if config.retain_data else cdk.RemovalPolicy.DESTROY
+        self.key = kms.Key(self, "DataKey", enable_key_rotation=True, removal_policy=removal,
+                           description=f"semsearch {config.name}: endpoint volumes, domain, logs, artifacts")
+        # CloudWatch Logs encrypts the domain's log groups with this key.
+        self.key.grant_encrypt_decrypt(cdk.aws_iam.ServicePrincipal(f"logs.{cdk.Aws.REGION}.amazonaws.com"))
+        self.access_logs = s3.Bucket(
+            self, "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,  # the log delivery service cannot use KMS keys
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL, enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(90))],
+            removal_policy=removal, auto_delete_objects=False,
+        )
+        self.artifacts = s3.Bucket(
+            self, "Artifacts",
+            encryption=s3.BucketEncryption.KMS, encryption_key=self.key, bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL, enforce_ssl=True, versioned=True,
+            server_access_logs_bucket=self.access_logs, server_access_logs_prefix="artifacts/",
+            lifecycle_rules=[
+                s3.LifecycleRule(id="expire-job-outputs", prefix="jobs/", expiration=cdk.Duration.days(30),
+                                 noncurrent_version_expiration=cdk.Duration.days(7)),
+                s3.LifecycleRule(id="trim-old-versions", noncurrent_version_expiration=cdk.Duration.days(30),
+                                 abort_incomplete_multipart_upload_after=cdk.Duration.days(1)),
+            ],
+            removal_policy=removal,
+        )
