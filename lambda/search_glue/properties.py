@@ -140,11 +140,8 @@ class GlueProperties:
 class _Reader:
     """Reads one property at a time, recording problems instead of stopping at the first."""
 
-    def __init__(self, raw: Any):
+    def __init__(self, raw: dict[str, Any]):
         self.problems: list[str] = []
-        if not isinstance(raw, dict):
-            self.problems.append(f"ResourceProperties: expected an object, got {type(raw).__name__}")
-            raw = {}
         self.raw = raw
 
     def _get(self, key: str, required: bool) -> Any:
@@ -215,6 +212,8 @@ class _Reader:
 
 def parse(raw: Any) -> GlueProperties:
     """Validated, typed properties, or PropertyError naming every bad field."""
+    if not isinstance(raw, dict):
+        raise PropertyError([f"ResourceProperties: expected an object, got {type(raw).__name__}"])
     r = _Reader(raw)
     auth_mode = r.text("AuthMode", default="sigv4", choices=AUTH_MODES)
     url = r.text("OpenSearchUrl", required=True, pattern=re.compile(r"^https?://[^/\s]+/?$"),
