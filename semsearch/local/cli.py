@@ -1,0 +1,74 @@
+"""`semsearch local up|status|down`: the whole search path on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from semsearch.local.stack import DEFAULT_ENDPOINT_PORT, DEFAULT_OPENSEARCH_PORT, LocalStack
+from semsearch.models import resolve_model_dir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("local", help="run OpenSearch + the local endpoint and provision them",
+                                   description=__doc__)
+    sub = parser.add_subparsers(dest="local_command", required=True, metavar="ACTION")
+
+    up = sub.add_parser("up", help="start OpenSearch and `semsearch serve`, provision with the glue, ingest")
+    up.add_argument("--model-dir", help="sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
+    up.add_argument("--corpus", metavar="JSONL", help='documents to ingest, one {"id", "text"} per line')
+    up.add_argument("--opensearch-port", type=int, default=DEFAULT_OPENSEARCH_PORT)
+    up.add_argument("--endpoint-port", type=int, default=DEFAULT_ENDPOINT_PORT)
+    up.add_argument("--no-security", action="store_true", help="plain HTTP, no users (default: TLS + basic auth)")
+    up.set_defaults(func=_up)
+
+    status = sub.add_parser("status", help="what runs where (exit status 1 when not running)")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(func=_status)
+
+    down = sub.add_parser("down", help="stop both servers")
+    down.add_argument("--purge", action="store_true", help="also delete the node's data and the stack's state")
+    down.set_defaults(func=_down)
+
+
+def _up(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    started = time.monotonic()
+    status = LocalStack().up(resolve_model_dir(args.model_dir), corpus=args.corpus,
+                             opensearch_port=args.opensearch_port, endpoint_port=args.endpoint_port,
+                             security=not args.no_security,
+                             progress=lambda msg: print(f"local up: {msg}", file=sys.stderr, flush=True))
+    print(f"local up: ready in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    _print_status(status)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    status = LocalStack().status()
+    if args.json:
+        print(json.dumps(status))
+    else:
+        _print_status(status)
+    return 0 if status["running"] else 1
+
+
+def _print_status(status: dict) -> None:
+    if not status.get("opensearch_url"):
+        print("not running (no local stack: `semsearch local up`)")
+        return
+    print(f"running:     {status['running']}")
+    for key in ("opensearch_url", "endpoint_url", "index", "model_id", "pipeline", "documents"):
+        if status.get(key) is not None:
+            print(f"{key + ':':<13}{status[key]}")
+    if status.get("auth"):
+        print(f"auth:        {status['auth']['username']} / {status['auth']['password']} (CA {status['ca_file']})")
+
+
+def _down(args: argparse.Namespace) -> int:
+    stopped = LocalStack().down(purge=args.purge)
+    print(f"local down: stopped {', '.join(stopped) or 'nothing (not running)'}"
+          + ("; data removed" if args.purge else ""))
+    return 0

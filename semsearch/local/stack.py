@@ -1,0 +1,347 @@
+"""The whole search path on this machine: OpenSearch node + local endpoint + glue + corpus.
+
+``up`` provisions by sending the glue (lambda/search_glue) the Create event CloudFormation
+would send, through ``run_custom_resource``, which plays the CDK Provider framework's part
+(on_event, then is_complete until done). Both servers run in their own sessions, so they
+outlive the command; their ids, ports and the glue's outputs live in
+``<home>/stacks/<name>/state.json`` (home: see semsearch.local.opensearch; name: "local",
+or $SEMSEARCH_LOCAL_STACK).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from semsearch.errors import UsageError
+from semsearch.local.client import Connection
+from semsearch.local.ingest import bulk_ingest, read_corpus
+from semsearch.local.opensearch import NodeSettings, OpenSearchNode, local_home, stop_process_group, wait_ready
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAMBDA_DIR = REPO_ROOT / "lambda"
+REGION = "us-east-1"
+DEFAULT_OPENSEARCH_PORT = 19200
+DEFAULT_ENDPOINT_PORT = 18081
+INDEX_ALIAS = "documents"
+
+
+# ---------------------------------------------------------------------------------------
+# The glue, driven the way CloudFormation and the Provider framework drive it
+
+
+def glue() -> ModuleType:
+    """search_glue.handler, imported from lambda/ (a Python keyword, so not a package path)."""
+    if str(LAMBDA_DIR) not in sys.path:
+        sys.path.insert(0, str(LAMBDA_DIR))
+    return importlib.import_module("search_glue.handler")
+
+
+def cfn_strings(value: Any) -> Any:
+    """Property values as CloudFormation delivers them: every scalar a string."""
+    if isinstance(value, dict):
+        return {k: cfn_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [cfn_strings(v) for v in value]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def run_custom_resource(request_type: str, props: dict[str, Any], *, physical_id: str | None = None,
+                        old_props: dict[str, Any] | None = None, timeout_s: float = 180,
+                        interval_s: float = 0.5) -> dict[str, Any]:
+    """One custom-resource request: on_event, then is_complete until it says done.
+
+    Returns ``{"PhysicalResourceId", "Data"}``; the handler's exception propagates (the
+    framework's FAILED). Only the CloudFormation service itself is missing here.
+    """
+    handler = glue()
+    event: dict[str, Any] = {
+        "RequestType": request_type, "RequestId": str(uuid.uuid4()), "StackId": "semsearch-local",
+        "LogicalResourceId": "SearchGlue", "ResourceType": "Custom::SearchGlue",
+        "ResourceProperties": cfn_strings(props),
+    }
+    if physical_id:
+        event["PhysicalResourceId"] = physical_id
+    if old_props is not None:
+        event["OldResourceProperties"] = cfn_strings(old_props)
+    result = handler.on_event(event)
+    # The framework hands is_complete the request plus on_event's answer.
+    event = {**event, **result}
+    data = dict(result.get("Data") or {})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done = handler.is_complete(event)
+        if done.get("IsComplete"):
+            data.update(done.get("Data") or {})
+            return {"PhysicalResourceId": event["PhysicalResourceId"], "Data": data}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"is_complete still false after {timeout_s:.0f} s")
+        time.sleep(interval_s)
+
+
+# ---------------------------------------------------------------------------------------
+# The model's shape, read from its files (no weights loaded)
+
+
+def model_shape(model_dir: Path) -> tuple[int, str]:
+    """(dimension, space type) of a sentence-transformers folder.
+
+    The dimension is the last Dense layer's output, else the pooling width; a model that
+    ends in Normalize compares by inner product (cosine at lower cost), others by cosine.
+    """
+    modules = json.loads((model_dir / "modules.json").read_text())
+    dimension = 0
+    normalized = False
+    for module in modules:
+        cfg = model_dir / module["path"] / "config.json"
+        if module["type"].endswith("Pooling"):
+            dimension = json.loads(cfg.read_text())["word_embedding_dimension"]
+        elif module["type"].endswith("Dense"):
+            dimension = json.loads(cfg.read_text())["out_features"]
+        normalized = module["type"].endswith("Normalize") or (normalized and not module["type"].endswith("Dense"))
+    if not dimension:
+        raise UsageError(f"{model_dir}: no Pooling module in modules.json; cannot tell the embedding dimension")
+    return dimension, "innerproduct" if normalized else "cosinesimil"
+
+
+def glue_properties(*, connection: Connection, endpoint_url: str, access_key: str, secret_key: str,
+                    dimension: int, space_type: str, name: str = "semsearch-local",
+                    index: str = INDEX_ALIAS, **overrides: Any) -> dict[str, Any]:
+    """The custom resource's properties for a local node and endpoint."""
+    props: dict[str, Any] = {
+        "OpenSearchUrl": connection.url,
+        "AuthMode": "basic" if connection.username else "none",
+        "Region": REGION,
+        "Name": name,
+        "Flavor": "custom",
+        "EndpointUrl": endpoint_url,
+        "Dimension": dimension,
+        "ConnectorAccessKey": access_key,
+        "ConnectorSecretKey": secret_key,
+        "IndexName": index,
+        "KnnEngine": "lucene",
+        "SpaceType": space_type,
+        "NumberOfReplicas": 0,  # one node: a replica could never be assigned
+    }
+    if connection.username:
+        props.update(Username=connection.username, Password=connection.password or "", CaFile=connection.ca_file or "")
+    props.update(overrides)
+    return props
+
+
+# ---------------------------------------------------------------------------------------
+# Processes
+
+
+def _alive(pid: int | None, marker: str) -> bool:
+    """True if ``pid`` runs and is the process we started (its command line names ``marker``)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_endpoint_process(model_dir: Path, *, port: int, name: str, access_key: str, secret_key: str,
+                           log_file: Path, timeout_s: float = 180) -> int:
+    """`semsearch serve` in its own session; returns its pid once it reports it serves."""
+    cmd = [sys.executable, "-m", "semsearch.cli", "serve", "--model-dir", str(model_dir), "--port", str(port),
+           "--name", name, "--region", REGION, "--access-key", access_key, "--secret-key", secret_key]
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if f"serving {name} on http://" in log_file.read_text(errors="replace"):
+            return proc.pid
+        if proc.poll() is not None:
+            raise UsageError(f"`semsearch serve` exited ({proc.returncode}): {log_file.read_text()[-2000:]}")
+        time.sleep(0.3)
+    stop_process_group(proc.pid)
+    raise UsageError(f"`semsearch serve` did not report ready in {timeout_s:.0f} s; log: {log_file}")
+
+
+# ---------------------------------------------------------------------------------------
+# The stack
+
+
+class LocalStack:
+    """``up`` / ``status`` / ``down`` for one named local stack (the CLI's is "local")."""
+
+    def __init__(self, name: str | None = None):
+        # SEMSEARCH_LOCAL_STACK lets tests run their own stack beside a developer's.
+        self.name = name or os.environ.get("SEMSEARCH_LOCAL_STACK") or "local"
+        self.dir = local_home() / "stacks" / name
+        self.state_file = self.dir / "state.json"
+
+    def load(self) -> dict[str, Any]:
+        return json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.chmod(0o600)  # it holds the node's admin password and the endpoint's keys
+        tmp.replace(self.state_file)
+
+    def connection(self, state: dict[str, Any] | None = None) -> Connection:
+        state = state if state is not None else self.load()
+        if not state.get("opensearch_url"):
+            raise UsageError(f"no local stack {self.name!r}: run `semsearch local up` first")
+        auth = state.get("auth") or {}
+        return Connection(state["opensearch_url"], auth.get("username"), auth.get("password"), state.get("ca_file"))
+
+    def up(self, model_dir: Path, *, corpus: str | None = None, opensearch_port: int = DEFAULT_OPENSEARCH_PORT,
+           endpoint_port: int = DEFAULT_ENDPOINT_PORT, security: bool = True,
+           progress: Any = print) -> dict[str, Any]:
+        """Start whatever is not running, provision (adopting what exists), ingest the corpus."""
+        started = time.monotonic()
+        state = self.load()
+        model_dir = model_dir.resolve()
+        dimension, space_type = model_shape(model_dir)
+        state.setdefault("access_key", "AKLOCAL" + secrets.token_hex(6).upper())
+        state.setdefault("secret_key", secrets.token_urlsafe(24))
+        # The endpoint name follows the model: another model means another connector URL,
+        # hence new objects under a new physical id, as a new SageMaker endpoint would.
+        endpoint_name = "local-" + hashlib.sha256(str(model_dir).encode()).hexdigest()[:8]
+
+        if not (_alive(state.get("endpoint_pid"), "semsearch.cli serve") and state.get("endpoint_name") == endpoint_name
+                and _listening(state.get("endpoint_port", 0))):
+            if state.get("endpoint_pid") and _alive(state["endpoint_pid"], "semsearch.cli serve"):
+                stop_process_group(state["endpoint_pid"])  # serving another model
+            if _listening(endpoint_port):
+                raise UsageError(f"port {endpoint_port} is taken by another program: pass --endpoint-port")
+            progress(f"starting the endpoint ({model_dir}) on port {endpoint_port}")
+            state["endpoint_pid"] = start_endpoint_process(
+                model_dir, port=endpoint_port, name=endpoint_name, access_key=state["access_key"],
+                secret_key=state["secret_key"], log_file=self.dir / "endpoint.log")
+            state.update(endpoint_port=endpoint_port, endpoint_name=endpoint_name, model_dir=str(model_dir))
+            self.save(state)
+        state["endpoint_url"] = f"http://127.0.0.1:{state['endpoint_port']}/endpoints/{endpoint_name}/invocations"
+
+        if _alive(state.get("opensearch_pid"), "org.opensearch.bootstrap.OpenSearch"):
+            conn = self.connection(state)
+            wait_ready(conn, deadline=time.monotonic() + 120)
+        else:
+            if _listening(opensearch_port):
+                raise UsageError(f"port {opensearch_port} is taken by another program: pass --opensearch-port")
+            progress(f"starting OpenSearch on port {opensearch_port}")
+            node = OpenSearchNode(f"stack-{self.name}", NodeSettings(security=security, http_port=opensearch_port))
+            conn = node.start()
+            assert node.proc is not None
+            state.update(opensearch_pid=node.proc.pid, opensearch_url=conn.url, ca_file=conn.ca_file,
+                         auth={"username": conn.username, "password": conn.password} if conn.username else None,
+                         opensearch_log=str(node.log_file))
+            self.save(state)
+
+        progress("provisioning connector, model, pipeline and index (the glue's Create)")
+        props = glue_properties(connection=conn, endpoint_url=state["endpoint_url"], access_key=state["access_key"],
+                                secret_key=state["secret_key"], dimension=dimension, space_type=space_type)
+        result = run_custom_resource("Create", props)
+        previous = state.get("physical_id")
+        if previous and previous != result["PhysicalResourceId"] and state.get("glue_properties"):
+            # What CloudFormation does after a replacement: delete the old resource.
+            progress(f"removing the objects of the previous model ({previous})")
+            run_custom_resource("Delete", {**state["glue_properties"], **_connection_props(props)},
+                                physical_id=previous)
+        data = result["Data"]
+        state.update(physical_id=result["PhysicalResourceId"], glue_properties=props, index=data["IndexName"],
+                     model_id=data["ModelId"], pipeline=data["PipelineName"], connector_id=data["ConnectorId"],
+                     embedding_field="embedding", text_field="text", dimension=dimension)
+        self.save(state)
+
+        if corpus:
+            progress(f"ingesting {corpus} through pipeline {data['PipelineName']}")
+            report = bulk_ingest(conn, data["IndexName"], read_corpus(corpus))
+            state["last_ingest"] = {"corpus": str(corpus), "indexed": report.indexed, "retried": report.retried,
+                                    "seconds": round(report.seconds, 1), "docs_per_s": round(report.docs_per_s, 1)}
+            self.save(state)
+        state["up_seconds"] = round(time.monotonic() - started, 1)
+        self.save(state)
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        state = self.load()
+        if not state:
+            return {"running": False, "stack": self.name}
+        opensearch_up = _alive(state.get("opensearch_pid"), "org.opensearch.bootstrap.OpenSearch")
+        endpoint_up = _alive(state.get("endpoint_pid"), "semsearch.cli serve")
+        out: dict[str, Any] = {
+            "stack": self.name,
+            "running": opensearch_up and endpoint_up,
+            "opensearch_running": opensearch_up,
+            "endpoint_running": endpoint_up,
+            "opensearch_url": state.get("opensearch_url"),
+            "endpoint_url": state.get("endpoint_url"),
+            "index": state.get("index"),
+            "model_id": state.get("model_id"),
+            "pipeline": state.get("pipeline"),
+            "connector_id": state.get("connector_id"),
+            "physical_id": state.get("physical_id"),
+            "embedding_field": state.get("embedding_field"),
+            "dimension": state.get("dimension"),
+            "model_dir": state.get("model_dir"),
+        }
+        if state.get("auth"):
+            out["auth"] = state["auth"]
+            out["ca_file"] = state.get("ca_file")
+        if state.get("last_ingest"):
+            out["last_ingest"] = state["last_ingest"]
+        if opensearch_up and state.get("index"):
+            with contextlib.suppress(Exception):
+                out["documents"] = self.connection(state).request("GET", f"/{state['index']}/_count")[1]["count"]
+        return out
+
+    def down(self, *, purge: bool = False) -> list[str]:
+        """Stop both servers (only the processes this stack started); with purge, drop the data."""
+        state = self.load()
+        stopped = []
+        for key, marker in (("endpoint_pid", "semsearch.cli serve"),
+                            ("opensearch_pid", "org.opensearch.bootstrap.OpenSearch")):
+            pid = state.get(key)
+            if pid and _alive(pid, marker):
+                stop_process_group(pid)
+                stopped.append(key.split("_")[0])
+            state.pop(key, None)
+        for port in (state.get("endpoint_port"), _port_of(state.get("opensearch_url"))):
+            if port and _listening(port):
+                raise UsageError(f"port {port} still answers after stopping: another program holds it")
+        if purge:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            shutil.rmtree(local_home() / "nodes" / f"stack-{self.name}", ignore_errors=True)
+        elif state:
+            self.save(state)
+        return stopped
+
+
+def _connection_props(props: dict[str, Any]) -> dict[str, Any]:
+    keys = ("OpenSearchUrl", "AuthMode", "Username", "Password", "CaFile")
+    return {k: props[k] for k in keys if k in props}
+
+
+def _port_of(url: str | None) -> int | None:
+    return int(url.rsplit(":", 1)[1].rstrip("/")) if url else None
