@@ -10,6 +10,8 @@ from semsearch.errors import UsageError
 
 # Each module defines `register(subparsers)`; its parser's `func(args) -> int` runs it.
 COMMAND_MODULES: list[str] = [
+    "semsearch.local.cli",
+    "semsearch.search",
 ]
 
 
