@@ -12,6 +12,7 @@ from semsearch.errors import UsageError
 COMMAND_MODULES: list[str] = [
     "semsearch.local.cli",
     "semsearch.search",
+    "semsearch.cost",
 ]
 
 
