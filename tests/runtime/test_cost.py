@@ -1,0 +1,312 @@
+"""`semsearch cost`: golden estimates, the per-million-tokens arithmetic, overrides and exit codes.
+
+The golden files are the default dev and prod estimates computed from semsearch/prices.json
+and cdk.json. A price or config change makes these tests fail until the golden files are
+regenerated (SEMSEARCH_UPDATE_GOLDEN=1 pytest tests/runtime/test_cost.py) and the diff is
+reviewed with the change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from semsearch import cost
+from semsearch.cli import main
+from stacks.catalog import INSTANCES
+from stacks.config import SEARCH_INSTANCE_TYPES
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    # Like cdk, the CLI reads cdk.json from the working directory.
+    monkeypatch.chdir(REPO_ROOT)
+
+
+@pytest.fixture
+def in_empty_dir(monkeypatch, tmp_path):
+    # No cdk.json and no bench results: the packaged throughput assumptions only.
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_json(capsys, *argv: str):
+    capsys.readouterr()
+    assert main(["cost", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def run_failing(capsys, *argv: str) -> str:
+    capsys.readouterr()
+    assert main(["cost", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    return captured.err
+
+
+def item(estimate: dict, resource: str) -> dict:
+    return next(i for i in estimate["items"] if i["resource"] == resource)
+
+
+# ---------------------------------------------------------------------------------------
+# Golden estimates
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_default_estimate_matches_golden(stage, in_repo, capsys):
+    estimate = run_json(capsys, "--stage", stage)
+    golden = GOLDEN / f"cost-{stage}.json"
+    if os.environ.get("SEMSEARCH_UPDATE_GOLDEN") == "1":
+        golden.write_text(json.dumps(estimate, indent=2) + "\n")
+    assert estimate == json.loads(golden.read_text())
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_every_line_and_the_total_add_up(stage, in_repo, capsys):
+    estimate = run_json(capsys, "--stage", stage)
+    assert (estimate["currency"], estimate["region"]) == ("USD", "us-east-1")
+    for i in estimate["items"]:
+        quantity = i["count"] * (1 if i["hours"] is None else i["hours"])
+        assert i["monthly_usd"] == round(quantity * i["unit_usd"], 2), i
+        assert i["assumption"]
+    assert estimate["monthly_usd"] == round(sum(i["monthly_usd"] for i in estimate["items"]), 2)
+    assert any("not a quote" in n for n in estimate["notes"])
+
+
+def test_dev_default_figures_by_hand(in_repo, capsys):
+    dev = run_json(capsys)  # --stage defaults to dev
+    assert dev["stage"] == "dev"
+    assert item(dev, "endpoint cpu") | {"assumption": ""} == {
+        "resource": "endpoint cpu", "kind": "sagemaker-hosting", "instance_type": "ml.c6i.xlarge", "count": 1,
+        "hours": 730.0, "unit": "instance-hour", "unit_usd": 0.204, "monthly_usd": 148.92, "assumption": ""}
+    assert item(dev, "opensearch data nodes")["monthly_usd"] == round(730 * 0.073, 2)
+    assert item(dev, "opensearch storage")["count"] == 20  # GiB: 1 node × 20 GiB
+    assert item(dev, "training jobs")["monthly_usd"] == round(2 * 1.408, 2)
+    assert item(dev, "batch transform")["monthly_usd"] == round(4 * 0.204, 2)
+    assert "opensearch dedicated masters" not in {i["resource"] for i in dev["items"]}
+
+
+def test_prod_counts_dedicated_masters_and_storage_per_node(in_repo, capsys):
+    prod = run_json(capsys, "--stage", "prod")
+    assert item(prod, "endpoint gpu")["monthly_usd"] == round(2 * 730 * 1.408, 2)
+    masters = item(prod, "opensearch dedicated masters")
+    assert (masters["instance_type"], masters["count"]) == ("m6g.large.search", 3)
+    assert item(prod, "opensearch storage")["count"] == 300  # 3 data nodes × 100 GiB
+
+
+def test_stage_all_gives_every_stage(in_repo, capsys):
+    estimates = run_json(capsys, "--stage", "all")
+    assert [e["stage"] for e in estimates] == ["dev", "prod"]
+    capsys.readouterr()
+    assert main(["cost", "--stage", "all"]) == 0
+    out = capsys.readouterr().out
+    total = sum(e["monthly_usd"] for e in estimates)
+    assert f"ALL STAGES: {total:,.2f} USD" in out
+
+
+def test_text_output_is_a_table_with_a_total_and_says_estimate(in_repo, capsys):
+    assert main(["cost"]) == 0
+    out = capsys.readouterr().out
+    assert "estimated monthly cost" in out
+    assert "ml.c6i.xlarge" in out and "t3.medium.search" in out
+    golden = json.loads((GOLDEN / "cost-dev.json").read_text())
+    total_line = next(line for line in out.splitlines() if line.startswith("TOTAL"))
+    assert total_line.split()[-1] == f"{golden['monthly_usd']:,.2f}"
+
+
+# ---------------------------------------------------------------------------------------
+# Config overrides (-c), as for `cdk synth -c`
+
+
+def test_c_override_changes_the_instance_count(in_repo, capsys):
+    dev = run_json(capsys, "-c", "dev.endpoints.cpu.initial_instance_count=2")
+    endpoint = item(dev, "endpoint cpu")
+    assert endpoint["count"] == 2
+    assert endpoint["monthly_usd"] == round(2 * 730 * 0.204, 2)
+
+
+def test_active_hours_count_weekday_hours_only(in_repo, capsys):
+    dev = run_json(capsys, "-c", "dev.ops.active_hours_utc=07-19")
+    endpoint = item(dev, "endpoint cpu")
+    weekdays = 730 / 24 * 5 / 7
+    assert endpoint["hours"] == round(12 * weekdays, 2) == 260.71
+    assert endpoint["monthly_usd"] == round(260.71 * 0.204, 2)
+    assert "07-19" in endpoint["assumption"]
+    # The domain does not follow the endpoint schedule.
+    assert item(dev, "opensearch data nodes")["hours"] == 730.0
+
+
+def test_jobs_hours_come_from_config(in_repo, capsys):
+    dev = run_json(capsys, "-c", "dev.jobs.transform_hours_per_month=10", "-c", "dev.jobs.transform_instance_count=3",
+                   "-c", "dev.jobs.training_instance_type=ml.g5.2xlarge")
+    transform = item(dev, "batch transform")
+    assert (transform["count"], transform["hours"], transform["monthly_usd"]) == (3, 10.0, round(30 * 0.204, 2))
+    assert item(dev, "training jobs")["unit_usd"] == 1.515
+
+
+def test_bad_schedule_is_a_config_error(in_repo, capsys):
+    err = run_failing(capsys, "-c", "dev.ops.active_hours_utc=19-07")
+    assert "stages.dev.ops.active_hours_utc" in err and "'19-07'" in err
+
+
+def test_every_config_problem_is_printed(in_repo, capsys):
+    err = run_failing(capsys, "-c", "dev.endpoints.cpu.instance_type=ml.p9.huge", "-c", "dev.search.data_node_count=0")
+    assert "stages.dev.endpoints.cpu.instance_type" in err
+    assert "stages.dev.search.data_node_count" in err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-c", "no-equals-sign"], "expected key=value"),
+    (["-c", "stage=prod"], "--stage"),
+    (["--stage", "qa"], "unknown stage 'qa'"),
+    (["--throughput", "t.json"], "--per-million-tokens"),
+    (["--prices", "missing.json"], "'missing.json' not found"),
+])
+def test_usage_errors_exit_2_with_one_clear_line(argv, message, in_repo, capsys):
+    err = run_failing(capsys, *argv)
+    assert message in err
+
+
+def test_outside_the_app_directory_names_the_missing_cdk_json(in_empty_dir, capsys):
+    err = run_failing(capsys)
+    assert "cdk.json not found" in err
+
+
+# ---------------------------------------------------------------------------------------
+# Price table and overrides
+
+
+def test_packaged_table_prices_every_allowed_instance_type():
+    prices = cost.load_prices()
+    for use in ("hosting", "training", "transform"):
+        for name in INSTANCES:
+            assert prices.sagemaker(use, name) > 0
+    for name in SEARCH_INSTANCE_TYPES:
+        assert prices.opensearch(name) > 0
+    assert prices.gp3_gib_month() > 0
+    data = json.loads(cost.DEFAULT_PRICES.read_text())
+    assert data["as_of"] and data["source"] and data["region"] == "us-east-1"
+    # The figures the trade-off rests on.
+    assert prices.sagemaker("hosting", "ml.c6i.xlarge") == 0.204
+    assert prices.sagemaker("hosting", "ml.g5.xlarge") == 1.408
+
+
+def test_prices_file_is_merged_over_the_defaults(in_repo, capsys, tmp_path):
+    override = tmp_path / "negotiated.json"
+    override.write_text(json.dumps({"as_of": "2030-01-01", "sagemaker": {"hosting": {"ml.c6i.xlarge": 0.5}}}))
+    dev = run_json(capsys, "--prices", str(override))
+    assert item(dev, "endpoint cpu")["unit_usd"] == 0.5
+    assert item(dev, "endpoint cpu")["monthly_usd"] == 365.0
+    # Only what the file names changes: transform has its own price, still the default.
+    assert item(dev, "batch transform")["unit_usd"] == 0.204
+    assert item(dev, "opensearch data nodes")["unit_usd"] == 0.073
+    assert dev["as_of"] == "2030-01-01"
+    assert any("negotiated.json" in n for n in dev["notes"])
+
+
+def test_instance_type_missing_from_the_table_names_it_and_the_file(in_repo, capsys, tmp_path, monkeypatch):
+    table = json.loads(cost.DEFAULT_PRICES.read_text())
+    del table["sagemaker"]["hosting"]["ml.c6i.xlarge"]
+    trimmed = tmp_path / "prices.json"
+    trimmed.write_text(json.dumps(table))
+    monkeypatch.setattr(cost, "DEFAULT_PRICES", trimmed)
+    err = run_failing(capsys)
+    assert "'ml.c6i.xlarge'" in err and "SageMaker hosting" in err
+    assert str(trimmed) in err
+
+
+def test_a_non_numeric_price_is_rejected(in_repo, capsys, tmp_path):
+    override = tmp_path / "p.json"
+    override.write_text(json.dumps({"opensearch": {"instances": {"t3.medium.search": "cheap"}}}))
+    err = run_failing(capsys, "--prices", str(override))
+    assert "t3.medium.search" in err and "'cheap'" in err
+
+
+# ---------------------------------------------------------------------------------------
+# USD per million tokens
+
+
+def test_per_million_tokens_arithmetic():
+    # 1M tokens at 33,000 tokens/s take 30.3 s; 30.3 s of 1.408 USD/h is 0.01185 USD.
+    assert cost.usd_per_million_tokens(1.408, 33_000) == pytest.approx(1.408 / 118.8)
+    assert cost.usd_per_million_tokens(0.204, 2_000) == pytest.approx(0.204 / 7.2)
+    assert cost.usd_per_million_tokens(3600, 1_000_000) == pytest.approx(1.0)
+
+
+def test_per_million_tokens_defaults_are_labelled_assumptions(in_empty_dir, capsys):
+    table = run_json(capsys, "--per-million-tokens")
+    rows = {r["instance_type"]: r for r in table["instances"]}
+    assert list(rows) == ["ml.g5.xlarge", "ml.c6i.xlarge"]
+    assert rows["ml.g5.xlarge"]["tokens_per_s"] == 33_000
+    assert rows["ml.g5.xlarge"]["usd_per_million_tokens"] == 0.0119
+    assert rows["ml.g5.xlarge"]["source"].startswith("assumption: public TEI figure, A10G")
+    assert rows["ml.c6i.xlarge"]["tokens_per_s"] == 2_000
+    assert rows["ml.c6i.xlarge"]["usd_per_million_tokens"] == 0.0283
+    assert rows["ml.c6i.xlarge"]["source"].startswith("assumption")
+
+
+def test_c6i_figure_is_derived_from_our_cpu_bench_when_it_has_run(in_empty_dir, capsys):
+    bench = in_empty_dir / "bench" / "results" / "inference.json"
+    bench.parent.mkdir(parents=True)
+    bench.write_text(json.dumps({"model": "all-MiniLM-L6-v2",
+                                 "runs": [{"batch": 1, "tokens_per_s": 400.0}, {"batch": 32, "tokens_per_s": 1500.0}]}))
+    rows = {r["instance_type"]: r for r in run_json(capsys, "--per-million-tokens")["instances"]}
+    c6i = rows["ml.c6i.xlarge"]
+    assert c6i["tokens_per_s"] == 3000.0  # the best run, × 2 for 4 vCPUs
+    assert c6i["source"].startswith("derived: bench/results/inference.json runs[1].tokens_per_s = 1500")
+    assert c6i["usd_per_million_tokens"] == round(0.204 / (3000 * 3600) * 1e6, 4)
+
+
+def test_bench_file_without_a_figure_keeps_the_assumption_and_says_so(in_empty_dir, capsys):
+    bench = in_empty_dir / "bench" / "results" / "inference.json"
+    bench.parent.mkdir(parents=True)
+    bench.write_text(json.dumps({"latency_ms": 12}))
+    table = run_json(capsys, "--per-million-tokens")
+    assert {r["instance_type"]: r["tokens_per_s"] for r in table["instances"]}["ml.c6i.xlarge"] == 2_000
+    assert any("no tokens_per_s" in n for n in table["notes"])
+
+
+def test_throughput_file_wins_and_adds_instances(in_empty_dir, capsys):
+    measured = in_empty_dir / "measured.json"
+    measured.write_text(json.dumps({"instances": {
+        "ml.c6i.xlarge": {"tokens_per_s": 2500, "source": "measured: loadtest 2026-11-01"},
+        "ml.g6.xlarge": {"tokens_per_s": 40_000, "source": "measured: loadtest 2026-11-02"}}}))
+    table = run_json(capsys, "--per-million-tokens", "--throughput", str(measured))
+    rows = {r["instance_type"]: r for r in table["instances"]}
+    assert list(rows) == ["ml.g5.xlarge", "ml.c6i.xlarge", "ml.g6.xlarge"]
+    assert rows["ml.c6i.xlarge"]["source"] == "measured: loadtest 2026-11-01"
+    assert rows["ml.g6.xlarge"]["usd_per_million_tokens"] == round(1.0064 / (40_000 * 3600) * 1e6, 4)
+    assert rows["ml.g5.xlarge"]["tokens_per_s"] == 33_000  # not in the file: default kept
+
+
+def test_throughput_for_an_unpriced_instance_names_it(in_empty_dir, capsys):
+    measured = in_empty_dir / "measured.json"
+    measured.write_text(json.dumps({"instances": {"ml.inf2.xlarge": {"tokens_per_s": 9000, "source": "x"}}}))
+    err = run_failing(capsys, "--per-million-tokens", "--throughput", str(measured))
+    assert "'ml.inf2.xlarge'" in err and "prices.json" in err
+
+
+def test_bad_throughput_figure_is_rejected(in_empty_dir, capsys):
+    measured = in_empty_dir / "measured.json"
+    measured.write_text(json.dumps({"instances": {"ml.c6i.xlarge": {"tokens_per_s": 0}}}))
+    err = run_failing(capsys, "--per-million-tokens", "--throughput", str(measured))
+    assert "ml.c6i.xlarge" in err and "tokens_per_s" in err
+
+
+def test_per_million_tokens_text_output(in_empty_dir, capsys):
+    assert main(["cost", "--per-million-tokens"]) == 0
+    out = capsys.readouterr().out
+    assert "USD per 1M tokens embedded" in out
+    assert "0.0119" in out and "0.0283" in out and "assumption" in out
+
+
+def test_data_files_ship_inside_the_package():
+    # Found beside the module, not via the checkout, so an installed wheel needs them as package data.
+    assert cost.DEFAULT_PRICES.parent == Path(cost.__file__).resolve().parent
+    assert cost.DEFAULT_THROUGHPUT.is_file() and cost.DEFAULT_PRICES.is_file()
