@@ -125,6 +125,39 @@ class SearchConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class JobsConfig:
+    """Fine-tuning (train → evaluate → gate → deploy) and batch embedding."""
+
+    #: Key of ``endpoints`` that a promoted fine-tuned model replaces (blue/green).
+    promote_endpoint: str = ""
+    training_instance_type: str = "ml.g5.xlarge"
+    training_use_spot: bool = False
+    training_max_runtime_hours: int = 4
+    epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 2e-5
+    #: Promote only if tuned nDCG@10 >= base nDCG@10 + this gain.
+    min_ndcg_gain: float = 0.005
+    transform_instance_type: str = "ml.c6i.xlarge"
+    transform_instance_count: int = 1
+    transform_max_payload_mb: int = 6
+    #: Expected usage, for `semsearch cost` only.
+    training_hours_per_month: float = 2.0
+    transform_hours_per_month: float = 4.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpsConfig:
+    """Dashboards, alarms and dev cost control."""
+
+    #: Alarm notifications go to this address (an SNS email subscription); "" = topic only.
+    alarm_email: str = ""
+    #: Dev only: keep endpoints at min capacity only inside these UTC hours on weekdays and
+    #: at zero outside them ("" = always on). Format "HH-HH", e.g. "07-19".
+    active_hours_utc: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class VpcConfig:
     """Place endpoints and the domain in existing subnets (no lookups: synth stays offline)."""
 
@@ -142,6 +175,8 @@ class StageConfig:
     endpoints: Mapping[str, EndpointConfig] = field(default_factory=dict)
     search: SearchConfig
     vpc: VpcConfig | None = None
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
     #: Keep stateful resources (buckets, keys, domain) when the stack is deleted.
     retain_data: bool = False
 
@@ -152,6 +187,10 @@ class StageConfig:
     @property
     def space_type(self) -> str:
         return self.search.space_type or self.connector_endpoint.model.space_type
+
+    @property
+    def promote_endpoint(self) -> str:
+        return self.jobs.promote_endpoint or self.search.endpoint
 
 
 @dataclass(frozen=True)
@@ -283,6 +322,10 @@ def _coerce(value: Any, hint: Any) -> tuple[Any, str | None]:
         if isinstance(value, bool) or not isinstance(value, int):
             return None, f"bad value {value!r}; allowed: an integer"
         return value, None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, f"bad value {value!r}; allowed: a number"
+        return float(value), None
     if hint is str:
         if not isinstance(value, str):
             return None, f"bad value {value!r}; allowed: a string"
@@ -319,9 +362,15 @@ def _build_stage(name: str, raw: Any, problems: list[str]) -> StageConfig | None
     vpc = None
     if raw.get("vpc") is not None:
         vpc = _build(VpcConfig, raw.get("vpc"), f"{path}.vpc", problems)
-    rest = {k: v for k, v in raw.items() if k not in ("endpoints", "search", "vpc")}
+    jobs = _build(JobsConfig, raw.get("jobs", {}), f"{path}.jobs", problems)
+    ops = _build(OpsConfig, raw.get("ops", {}), f"{path}.ops", problems)
+    rest = {k: v for k, v in raw.items() if k not in ("endpoints", "search", "vpc", "jobs", "ops")}
     stage = _build(StageConfig, rest, path, problems, name=name, endpoints=endpoints,
-                   search=search, vpc=vpc)
+                   search=search, vpc=vpc, jobs=jobs, ops=ops)
+    if jobs is not None:
+        _validate_jobs(jobs, raw_endpoints, f"{path}.jobs", problems)
+    if ops is not None:
+        _validate_ops(ops, name, f"{path}.ops", problems)
     if search is not None:
         _validate_search(search, endpoints, raw_endpoints, f"{path}.search", problems)
     if vpc is not None:
@@ -411,6 +460,51 @@ def _validate_search(search: SearchConfig, endpoints: Mapping[str, EndpointConfi
             if not _ARN_ROLE_RE.match(arn):
                 problems.append(f"{path}.{name}: bad value {arn!r}; allowed: IAM role ARNs")
     del endpoints  # validated separately; kept in the signature for readability at call sites
+
+
+def _validate_jobs(jobs: JobsConfig, raw_endpoints: Mapping[str, Any], path: str, problems: list[str]) -> None:
+    if jobs.promote_endpoint and jobs.promote_endpoint not in raw_endpoints:
+        problems.append(f"{path}.promote_endpoint: unknown endpoint {jobs.promote_endpoint!r}; "
+                        f"allowed: '', {', '.join(raw_endpoints)}")
+    for name in ("training_instance_type", "transform_instance_type"):
+        if getattr(jobs, name) not in INSTANCES:
+            problems.append(f"{path}.{name}: unknown instance type {getattr(jobs, name)!r}; "
+                            f"allowed: {', '.join(INSTANCES)}")
+    for name in ("training_max_runtime_hours", "epochs", "batch_size", "transform_instance_count"):
+        if getattr(jobs, name) < 1:
+            problems.append(f"{path}.{name}: bad value {getattr(jobs, name)}; allowed: an integer >= 1")
+    if not 1 <= jobs.transform_max_payload_mb <= 100:
+        problems.append(f"{path}.transform_max_payload_mb: bad value {jobs.transform_max_payload_mb}; allowed: 1..100")
+    if not 0 < jobs.learning_rate < 1:
+        problems.append(f"{path}.learning_rate: bad value {jobs.learning_rate}; allowed: a number in (0, 1)")
+    if not -1 < jobs.min_ndcg_gain < 1:
+        problems.append(f"{path}.min_ndcg_gain: bad value {jobs.min_ndcg_gain}; allowed: a number in (-1, 1)")
+    for name in ("training_hours_per_month", "transform_hours_per_month"):
+        if not 0 <= getattr(jobs, name) <= 744:
+            problems.append(f"{path}.{name}: bad value {getattr(jobs, name)}; allowed: 0..744 (hours in a month)")
+
+
+def active_hours(value: str) -> tuple[int, int] | None:
+    """"07-19" → (7, 19); "" → None. Raises ValueError on anything else."""
+    if not value:
+        return None
+    match = re.fullmatch(r"(\d{2})-(\d{2})", value)
+    if not match or not 0 <= int(match[1]) < int(match[2]) <= 24:
+        raise ValueError(value)
+    return int(match[1]), int(match[2])
+
+
+def _validate_ops(ops: OpsConfig, stage: str, path: str, problems: list[str]) -> None:
+    if ops.alarm_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", ops.alarm_email):
+        problems.append(f"{path}.alarm_email: bad value {ops.alarm_email!r}; allowed: an e-mail address or ''")
+    try:
+        hours = active_hours(ops.active_hours_utc)
+    except ValueError:
+        problems.append(f"{path}.active_hours_utc: bad value {ops.active_hours_utc!r}; allowed: '' (always on) or "
+                        "'HH-HH' with start < end, e.g. '07-19' (a schedule needs hours)")
+        return
+    if hours is not None and stage == "prod":
+        problems.append(f"{path}.active_hours_utc: prod never scales to zero; allowed: ''")
 
 
 def _validate_vpc(vpc: VpcConfig, path: str, problems: list[str]) -> None:

@@ -9,6 +9,7 @@ from constructs import Construct
 
 from stacks.components.connector_role import ConnectorRole
 from stacks.components.embedding_endpoint import EmbeddingEndpoint
+from stacks.components.neural_search_glue import NeuralSearchGlue, json_property
 from stacks.components.search_domain import SearchDomain
 from stacks.config import StageConfig
 from stacks.nag import acknowledge
@@ -60,6 +61,47 @@ class SearchStack(cdk.Stack):
                     "access is limited to this account's SigV4-signed IAM principals and FGAC (plus security "
                     "groups when in a VPC) instead of IP allowlists, which do not fit Lambda and SageMaker callers")
 
+        # Whoever writes vectors in bulk (the batch-embed loader) gets its own role, mapped by
+        # the glue; it lives here so the mapping has no dependency on a later stack.
+        self.loader_role = iam.Role(self, "BulkLoaderRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                                    description="Batch-embed bulk loader: writes vectors into the index")
+        self.search.grant_http(self.loader_role)
+        acknowledge(self.loader_role, f"AwsSolutions-IAM5[Resource::<{domain_logical_id}.Arn>/*]",
+                    "the loader posts to _bulk of the index on this one domain; FGAC maps its role")
+        acknowledge(self.loader_role, "AwsSolutions-IAM5[Action::es:ESHttp*]",
+                    "the loader uses GET (index check) and POST (_bulk) on the domain")
+
+        ep = config.connector_endpoint
+        search = config.search
+        self.glue = NeuralSearchGlue(self, "Glue", role=self.glue_role, properties={
+            "OpenSearchUrl": self.search.endpoint_url,
+            "AuthMode": "sigv4",
+            "Region": self.region,
+            "RoleMappings": json_property(self, {
+                "all_access": [self.glue_role.role_arn, self.loader_role.role_arn, *search.admin_role_arns],
+                "ml_full_access": [self.glue_role.role_arn],
+                **({"readall": list(search.search_role_arns), "ml_read_access": list(search.search_role_arns)}
+                   if search.search_role_arns else {}),
+            }),
+            "Name": f"semsearch-{config.name}",
+            "Flavor": ep.flavor,
+            "EndpointName": fronted.endpoint_name,
+            "Dimension": ep.model.dimension,
+            "ConnectorRoleArn": self.connector.role.role_arn,
+            "EndpointInstanceCount": ep.initial_instance_count,
+            "IndexName": search.index_name,
+            "TextField": search.text_field,
+            "EmbeddingField": search.embedding_field,
+            "KnnEngine": search.knn_engine,
+            "SpaceType": config.space_type,
+            "NumberOfReplicas": 0 if search.data_node_count == 1 else 1,
+            "IngestBatchSize": ep.max_client_batch_size,
+        })
+        # The connector calls the endpoint during the smoke test: it must be InService first.
+        self.glue.resource.node.add_dependency(fronted.endpoint)
+
+        cdk.CfnOutput(self, "ModelId", value=self.glue.output("ModelId"))
+        cdk.CfnOutput(self, "IndexName", value=self.glue.output("IndexName"))
         cdk.CfnOutput(self, "DomainEndpoint", value=self.search.endpoint_url)
         cdk.CfnOutput(self, "ConnectorRoleArn", value=self.connector.role.role_arn)
         cdk.CfnOutput(self, "GlueRoleArn", value=self.glue_role.role_arn)

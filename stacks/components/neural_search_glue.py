@@ -1,0 +1,112 @@
+"""The custom resource that provisions ml-commons and neural search on the domain.
+
+Runs lambda/search_glue (see its package docstring for the property contract) behind the
+CDK Provider framework: on_event starts each request, is_complete polls the slow steps
+(model registration and deployment). A scheduled watchdog re-deploys the model if the
+domain drops it (models can go undeployed after a domain restart).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import custom_resources as cr
+from constructs import Construct
+
+from stacks.nag import acknowledge
+
+LAMBDA_ROOT = Path(__file__).resolve().parents[2] / "lambda"
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+#: Upper bound for one provisioning request; CloudFormation gives up after this instead of
+#: waiting its default hour for a response that never comes.
+SERVICE_TIMEOUT = cdk.Duration.minutes(20)
+
+
+def lambda_code(package: str) -> lambda_.Code:
+    """One package of lambda/ as an asset, no bundling (its imports come with the runtime)."""
+    others = [p.name for p in LAMBDA_ROOT.iterdir() if p.is_dir() and p.name != package]
+    return lambda_.Code.from_asset(str(LAMBDA_ROOT), exclude=[*others, "**/__pycache__", "**/*.pyc"])
+
+
+class NeuralSearchGlue(Construct):
+    """Connector → model group → remote model (deployed) → ingest pipeline → k-NN index.
+
+    Keyword-only properties:
+      role: the function's role; must be the domain's FGAC master user (it maps roles).
+      properties: the custom resource properties (lambda/search_glue contract); tokens allowed.
+      watchdog_rate: how often the watchdog checks that the model is deployed (default 15 min).
+
+    ``resource`` exposes the outputs: ``get_att_string("ModelId")``, "IndexName", ...
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, role: iam.Role, properties: dict[str, Any],
+                 watchdog_rate: cdk.Duration = cdk.Duration.minutes(15)) -> None:
+        super().__init__(scope, construct_id)
+        role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaBasicExecutionRole"))
+        acknowledge(role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                          "AWSLambdaBasicExecutionRole]",
+                    "the AWS-managed basic execution policy only lets the function write its own logs")
+        common: dict[str, Any] = {
+            "runtime": RUNTIME, "code": lambda_code("search_glue"), "role": role,
+            "memory_size": 256, "architecture": lambda_.Architecture.ARM_64,
+            "environment": {"LOG_LEVEL": "INFO"},
+        }
+        log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH,
+                                  removal_policy=cdk.RemovalPolicy.DESTROY)
+        common["log_group"] = log_group
+        # Each HTTP call is bounded at 55 s inside the function; two minutes covers a step.
+        self.on_event = lambda_.Function(self, "OnEvent", handler="search_glue.handler.on_event",
+                                         timeout=cdk.Duration.minutes(2),
+                                         description="neural-search glue: start each request", **common)
+        self.is_complete = lambda_.Function(self, "IsComplete", handler="search_glue.handler.is_complete",
+                                            timeout=cdk.Duration.minutes(2),
+                                            description="neural-search glue: poll model registration/deploy",
+                                            **common)
+        self.provider = cr.Provider(self, "Provider", on_event_handler=self.on_event,
+                                    is_complete_handler=self.is_complete, query_interval=cdk.Duration.seconds(5),
+                                    total_timeout=cdk.Duration.minutes(15),
+                                    log_group=logs.LogGroup(self, "ProviderLogs",
+                                                            retention=logs.RetentionDays.ONE_MONTH,
+                                                            removal_policy=cdk.RemovalPolicy.DESTROY))
+        self.resource = cdk.CustomResource(self, "Resource", service_token=self.provider.service_token,
+                                           resource_type="Custom::NeuralSearch", properties=properties,
+                                           service_timeout=SERVICE_TIMEOUT)
+
+        self.watchdog = lambda_.Function(self, "Watchdog", handler="search_glue.handler.watchdog",
+                                         timeout=cdk.Duration.minutes(2),
+                                         description="neural-search glue: re-deploy the model if it dropped",
+                                         **common)
+        events.Rule(self, "WatchdogSchedule", schedule=events.Schedule.rate(watchdog_rate),
+                    targets=[targets.LambdaFunction(self.watchdog, event=events.RuleTargetInput.from_object(
+                        {"ResourceProperties": properties}), retry_attempts=0)])
+        for fn in (self.on_event, self.is_complete, self.watchdog):
+            acknowledge(fn, "AwsSolutions-L1",
+                        "pinned to python3.12, the runtime this code is tested against; bump deliberately")
+        acknowledge(self.provider, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                                   "AWSLambdaBasicExecutionRole]",
+                    "CDK Provider framework functions: the AWS-managed policy only writes their logs")
+        stack = cdk.Stack.of(self)
+        invoked = [self.on_event, self.is_complete,
+                   *(c for c in self.provider.node.find_all() if isinstance(c, lambda_.Function))]
+        for fn in invoked:
+            logical_id = stack.resolve(stack.get_logical_id(fn.node.default_child))  # type: ignore[arg-type]
+            acknowledge(self.provider, f"AwsSolutions-IAM5[Resource::<{logical_id}.Arn>:*]",
+                        "CDK Provider framework: invokes exactly this function; ':*' covers its versions")
+        acknowledge(self.provider, "AwsSolutions-L1", "CDK Provider framework runtime is chosen by aws-cdk-lib")
+        acknowledge(self.provider, "AwsSolutions-SF1", "CDK Provider framework waiter state machine")
+        acknowledge(self.provider, "AwsSolutions-SF2", "CDK Provider framework waiter state machine")
+
+    def output(self, name: str) -> str:
+        return self.resource.get_att_string(name)
+
+
+def json_property(scope: Construct, value: Any) -> str:
+    """A JSON-valued property that may contain tokens (role ARNs)."""
+    return cdk.Stack.of(scope).to_json_string(value)

@@ -1,0 +1,62 @@
+"""A deterministic source tarball for SageMaker script mode, built at synth time.
+
+SageMaker's training toolkit wants ``sagemaker_submit_directory`` to be a .tar.gz; CDK
+directory assets are zips. So we write the tarball ourselves (sorted entries, zeroed
+times and owners, so its hash only changes when the code does) and ship it as a file
+asset: no Docker, no network, same bytes on every machine.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+from aws_cdk import aws_s3_assets as s3_assets
+from constructs import Construct
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_SKIP = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+
+
+def build_tarball(folders: dict[str, Path], files: dict[str, Path], out_dir: Path) -> Path:
+    """Pack ``folders`` (archive name → folder) and ``files`` (archive name → file)."""
+    entries: list[tuple[str, Path]] = list(files.items())
+    for prefix, folder in folders.items():
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not _SKIP.intersection(path.relative_to(folder).parts) and path.suffix != ".pyc":
+                entries.append((f"{prefix}/{path.relative_to(folder).as_posix()}", path))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, path in sorted(entries):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    packed = gzip.compress(raw.getvalue(), mtime=0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"sourcedir-{hashlib.sha256(packed).hexdigest()[:16]}.tar.gz"
+    if not out.exists():
+        out.write_bytes(packed)
+    return out
+
+
+class TrainingSourceBundle(Construct):
+    """training_code/ at the archive root (train.py is the entry point) plus the inference
+    handler as ./inference_code, which the job copies into the model as code/."""
+
+    def __init__(self, scope: Construct, construct_id: str) -> None:
+        super().__init__(scope, construct_id)
+        training = REPO_ROOT / "training_code"
+        tarball = build_tarball(
+            folders={"inference_code": REPO_ROOT / "inference_code"},
+            files={p.name: p for p in sorted(training.iterdir()) if p.is_file() and p.suffix != ".pyc"},
+            out_dir=REPO_ROOT / "build" / "bundles",
+        )
+        self.asset = s3_assets.Asset(self, "Asset", path=str(tarball))
+
+    @property
+    def s3_uri(self) -> str:
+        return self.asset.s3_object_url

@@ -1,0 +1,91 @@
+"""The neural-search custom resource as synthesized: Provider, timeouts, IAM, and properties
+that the glue's own validator accepts once CloudFormation has stringified them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
+from search_glue.properties import parse  # noqa: E402
+
+STAGES = ["dev", "prod"]
+
+
+def _custom_resource(template):
+    (resource,) = template.find_resources("Custom::NeuralSearch").values()
+    return resource
+
+
+def _stringify(value, fake):
+    """What CloudFormation sends: every scalar a string, intrinsics resolved (here: faked)."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)).startswith(("Fn::", "Ref")):
+        return fake
+    if isinstance(value, dict):
+        return {k: _stringify(v, fake) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stringify(v, fake) for v in value]
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_properties_pass_the_glue_validator(templates, stage):
+    props = dict(_custom_resource(templates[(stage, "search")])["Properties"])
+    props.pop("ServiceToken")
+    resolved = {k: _stringify(v, "placeholder") for k, v in props.items()}
+    resolved["OpenSearchUrl"] = "https://search-semsearch.us-east-1.es.amazonaws.com"
+    resolved["Region"] = "us-east-1"
+    resolved["ConnectorRoleArn"] = "arn:aws:iam::123456789012:role/connector"
+    resolved["RoleMappings"] = json.dumps({"all_access": ["arn:aws:iam::123456789012:role/glue"]})
+    parsed = parse(resolved)
+    assert parsed.dimension == 384
+    assert parsed.flavor == "tei"
+    assert parsed.endpoint_name == f"semsearch-{stage}-{'cpu' if stage == 'dev' else 'gpu'}"
+    assert parsed.knn_engine == "lucene"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_custom_resource_has_a_service_timeout_and_waits_for_the_endpoint(templates, stage):
+    resource = _custom_resource(templates[(stage, "search")])
+    assert resource["Properties"]["ServiceTimeout"] == "1200"  # never CloudFormation's one hour
+    assert resource["Properties"]["AuthMode"] == "sigv4"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_provider_polls_is_complete_with_a_bounded_total(templates, stage):
+    template = templates[(stage, "search")]
+    handlers = {f["Properties"].get("Handler") for f in template.find_resources("AWS::Lambda::Function").values()}
+    assert {"search_glue.handler.on_event", "search_glue.handler.is_complete",
+            "search_glue.handler.watchdog"} <= handlers
+    machines = template.find_resources("AWS::StepFunctions::StateMachine")
+    assert len(machines) == 1  # the Provider's waiter
+    definition = json.dumps(next(iter(machines.values()))["Properties"]["DefinitionString"])
+    assert '\\"IntervalSeconds\\":5' in definition
+    assert '\\"MaxAttempts\\":180' in definition  # 15 minutes / 5 s
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_glue_functions_need_no_bundling_and_run_python_3_12(templates, stage):
+    for fn in templates[(stage, "search")].find_resources("AWS::Lambda::Function").values():
+        if fn["Properties"].get("Handler", "").startswith("search_glue."):
+            assert fn["Properties"]["Runtime"] == "python3.12"
+            assert fn["Properties"]["Timeout"] == 120
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_watchdog_runs_on_a_schedule_with_the_same_properties(templates, stage):
+    template = templates[(stage, "search")]
+    (rule,) = template.find_resources("AWS::Events::Rule").values()
+    assert rule["Properties"]["ScheduleExpression"] == "rate(15 minutes)"
+    target_input = json.dumps(rule["Properties"]["Targets"][0]["Input"])
+    assert "ResourceProperties" in target_input and "IndexName" in target_input
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_glue_maps_itself_and_the_loader_with_fgac(templates, stage):
+    mappings = json.dumps(_custom_resource(templates[(stage, "search")])["Properties"]["RoleMappings"])
+    assert "all_access" in mappings and "ml_full_access" in mappings
+    assert "GlueRole" in mappings and "BulkLoaderRole" in mappings
