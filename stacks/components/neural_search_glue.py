@@ -47,8 +47,9 @@ class NeuralSearchGlue(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, role: iam.Role, properties: dict[str, Any],
-                 watchdog_rate: cdk.Duration = cdk.Duration.minutes(15)) -> None:
+                 watchdog_rate: cdk.Duration | None = None) -> None:
         super().__init__(scope, construct_id)
+        watchdog_rate = watchdog_rate or cdk.Duration.minutes(15)
         role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaBasicExecutionRole"))
         acknowledge(role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                           "AWSLambdaBasicExecutionRole]",

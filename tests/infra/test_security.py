@@ -46,8 +46,10 @@ def test_domain_logs_all_four_kinds_to_cloudwatch(templates, stage):
     logs = domain["Properties"]["LogPublishingOptions"]
     assert set(logs) == {"SEARCH_SLOW_LOGS", "INDEX_SLOW_LOGS", "ES_APPLICATION_LOGS", "AUDIT_LOGS"}
     assert all(v["Enabled"] is True for v in logs.values())
-    for group in _resources(template, "AWS::Logs::LogGroup"):
-        assert "KmsKeyId" in group["Properties"], "domain log groups are encrypted with the stage key"
+    groups = template.find_resources("AWS::Logs::LogGroup")
+    for option in logs.values():
+        logical_id = option["CloudWatchLogsLogGroupArn"]["Fn::GetAtt"][0]
+        assert "KmsKeyId" in groups[logical_id]["Properties"], "domain log groups are encrypted with the stage key"
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -105,13 +107,16 @@ def test_connector_role_trusts_opensearch_and_invokes_only_its_endpoint(template
 @pytest.mark.parametrize("stage", STAGES)
 def test_glue_role_can_pass_only_the_connector_role_and_call_only_the_domain(templates, stage):
     template = templates[(stage, "search")]
-    statements = list(_policy_statements(template))
+    glue_policies = [p for p in template.find_resources("AWS::IAM::Policy").values()
+                     if any("GlueRole" in r.get("Ref", "") for r in p["Properties"]["Roles"])]
+    statements = [s for p in glue_policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
     pass_role = [s for s in statements if s["Action"] == "iam:PassRole"]
     assert len(pass_role) == 1
     assert "Connector" in json.dumps(pass_role[0]["Resource"]) and "*" not in json.dumps(pass_role[0]["Resource"])
     http = [s for s in statements if s["Action"] == "es:ESHttp*"]
     assert len(http) == 1
     assert all("SearchDomain" in json.dumps(r) for r in http[0]["Resource"])
+    assert {s["Action"] for s in statements} == {"iam:PassRole", "es:ESHttp*"}
 
 
 @pytest.mark.parametrize("stage", STAGES)
