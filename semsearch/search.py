@@ -13,10 +13,16 @@ from semsearch.local.client import Connection
 from semsearch.local.stack import LocalStack
 
 
+# Neighbours the HNSW graph search collects before the top ``k`` are kept. Lucene explores
+# about as many candidates as it is asked for, so asking for 3 misses a quarter of the true
+# top 3 (measured on the Debian dev set); 100 matches brute force.
+CANDIDATES = 100
+
+
 def neural_query(query: str, *, field: str, model_id: str, k: int) -> dict[str, Any]:
     """The search body: the node embeds ``query`` with the deployed model, then k-NN."""
     return {"size": k, "_source": False,
-            "query": {"neural": {field: {"query_text": query, "model_id": model_id, "k": k}}}}
+            "query": {"neural": {field: {"query_text": query, "model_id": model_id, "k": max(k, CANDIDATES)}}}}
 
 
 def search(conn: Connection, index: str, query: str, *, field: str, model_id: str, k: int) -> list[dict[str, Any]]:

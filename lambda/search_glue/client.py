@@ -34,6 +34,7 @@ class StepError(Exception):
 
     def __init__(self, step: str, message: str, status: int = 0, body: Any = None):
         self.step = step
+        self.detail = message
         self.status = status
         self.body = body
         super().__init__(f"{step}: {message}")

@@ -260,7 +260,7 @@ def embed(os: OpenSearch, model_id: str, texts: list[str], *, step: str = "predi
     try:
         _, body = os.call(step, "POST", f"/_plugins/_ml/models/{model_id}/_predict", {"parameters": {"input": texts}})
     except StepError as e:
-        raise StepError(step, f"{e} (through connector {connector_hint}: is the endpoint up and "
+        raise StepError(step, f"{e.detail} (through connector {connector_hint}: is the endpoint up and "
                               f"answering?)", e.status, e.body) from e
     outputs = body["inference_results"][0]["output"]
     return [list(o["data"]) for o in outputs]

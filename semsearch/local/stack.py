@@ -195,7 +195,7 @@ class LocalStack:
     def __init__(self, name: str | None = None):
         # SEMSEARCH_LOCAL_STACK lets tests run their own stack beside a developer's.
         self.name = name or os.environ.get("SEMSEARCH_LOCAL_STACK") or "local"
-        self.dir = local_home() / "stacks" / name
+        self.dir = local_home() / "stacks" / self.name
         self.state_file = self.dir / "state.json"
 
     def load(self) -> dict[str, Any]:
