@@ -12,7 +12,6 @@ from semsearch.errors import UsageError
 from semsearch.local.client import Connection
 from semsearch.local.stack import LocalStack
 
-
 # Neighbours the HNSW graph search collects before the top ``k`` are kept. Lucene explores
 # about as many candidates as it is asked for, so asking for 3 misses a quarter of the true
 # top 3 (measured on the Debian dev set); 100 matches brute force.
