@@ -20,12 +20,17 @@ _REFERENCE_REGION = "us-east-1"
 _PYTHON_VERSION = "py312"
 
 
+# Our names for the PyTorch containers → (SDK framework, image scope).
+_PYTORCH = {"pytorch-inference": "inference", "pytorch-training": "training"}
+
+
 @functools.cache
 def _regions(framework: str, version: str) -> tuple[str, ...]:
     from sagemaker.core import image_uris
 
-    config = image_uris.config_for_framework(framework if framework != "pytorch-inference" else "pytorch")
-    versions = config["inference"]["versions"] if "inference" in config else config["versions"]
+    scope = _PYTORCH.get(framework, "inference")
+    config = image_uris.config_for_framework("pytorch" if framework in _PYTORCH else framework)
+    versions = config[scope]["versions"] if scope in config else config["versions"]
     return tuple(sorted(versions[version]["registries"]))
 
 
@@ -35,28 +40,25 @@ def _uri(framework: str, version: str, region: str) -> str:
 
     # The SDK logs at INFO for every defaulted argument; keep synth output readable.
     logging.getLogger("sagemaker").setLevel(logging.WARNING)
-    if framework == "pytorch-inference":
-        raise ValueError("use pytorch_inference_uri for the PyTorch container")
     return str(image_uris.retrieve(framework, region=region, version=version))
 
 
 @functools.cache
-def _pytorch_uri(version: str, region: str, accelerated: bool) -> str:
+def _pytorch_uri(framework: str, version: str, region: str, accelerated: bool) -> str:
     from sagemaker.core import image_uris
 
     logging.getLogger("sagemaker").setLevel(logging.WARNING)
     return str(image_uris.retrieve(
         "pytorch", region=region, version=version, py_version=_PYTHON_VERSION,
-        instance_type="ml.g5.xlarge" if accelerated else "ml.c6i.xlarge", image_scope="inference"))
+        instance_type="ml.g5.xlarge" if accelerated else "ml.c6i.xlarge", image_scope=_PYTORCH[framework]))
 
 
 def image_mapping_values(framework: str, version: str, *, accelerated: bool = False) -> dict[str, dict[str, str]]:
     """{region: {"uri": image}} for every region the SDK knows for this image."""
-    registry_framework = "pytorch-inference" if framework == "pytorch-inference" else framework
     values = {}
-    for region in _regions(registry_framework, version):
-        if framework == "pytorch-inference":
-            uri = _pytorch_uri(version, region, accelerated)
+    for region in _regions(framework, version):
+        if framework in _PYTORCH:
+            uri = _pytorch_uri(framework, version, region, accelerated)
         else:
             uri = _uri(framework, version, region)
         # The registry account lets the pull policy name the exact repository ARN.
@@ -79,7 +81,7 @@ def image_uri(scope: Construct, framework: str, version: str, *, accelerated: bo
 
 def _mapping_id(framework: str, version: str, accelerated: bool) -> str:
     # Only the PyTorch container has separate CPU and GPU images under one framework name.
-    accelerated = accelerated and framework == "pytorch-inference"
+    accelerated = accelerated and framework in _PYTORCH
     return "Image" + re.sub(r"[^A-Za-z0-9]", "", f"{framework}{version}{'gpu' if accelerated else ''}".title())
 
 

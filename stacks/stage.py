@@ -6,13 +6,14 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from stacks.config import StageConfig
+from stacks.jobs_stack import JobsStack
 from stacks.model_stack import ModelStack
 from stacks.search_stack import SearchStack
 from stacks.storage_stack import StorageStack
 
 
 class SemsearchStage(cdk.Stage):
-    """Storage (stateful) → Model (endpoints) → Search (domain, roles, glue)."""
+    """Storage (stateful) → Model (endpoints) → Search (domain, roles, glue) → Jobs (workflows)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig) -> None:
         env = cdk.Environment(account=config.account or None, region=config.region or None)
@@ -26,6 +27,11 @@ class SemsearchStage(cdk.Stage):
         self.search = SearchStack(self, "Search", stack_name=f"{prefix}-search", config=config,
                                   key=self.storage.key, endpoints=self.model.endpoints,
                                   description=f"semsearch {config.name}: OpenSearch domain and neural-search glue")
-        for stack in (self.storage, self.model, self.search):
+        self.jobs = JobsStack(self, "Jobs", stack_name=f"{prefix}-jobs", config=config, key=self.storage.key,
+                              endpoints=self.model.endpoints, domain_url=self.search.search.endpoint_url, index_name=config.search.index_name,
+                              loader_role=self.search.loader_role,
+                              description=f"semsearch {config.name}: fine-tune and batch-embed workflows")
+        self.jobs.add_stack_dependency(self.storage)  # the bucket is referenced by name, not by import
+        for stack in (self.storage, self.model, self.search, self.jobs):
             cdk.Tags.of(stack).add("project", "semsearch")
             cdk.Tags.of(stack).add("stage", config.name)

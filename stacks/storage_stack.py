@@ -10,6 +10,16 @@ from constructs import Construct
 from stacks.config import StageConfig
 
 
+def artifacts_bucket_name(stage: str) -> str:
+    """Deterministic, so other stacks and IAM policies name it without cross-stack imports."""
+    return f"semsearch-{stage}-artifacts-{cdk.Aws.ACCOUNT_ID}-{cdk.Aws.REGION}"
+
+
+def artifacts_nag_arn(stage: str, key_pattern: str) -> str:
+    """How cdk-nag spells an object ARN of the artifact bucket in a finding id."""
+    return f"arn:<AWS::Partition>:s3:::semsearch-{stage}-artifacts-<AWS::AccountId>-<AWS::Region>/{key_pattern}"
+
+
 class StorageStack(cdk.Stack):
     """KMS key and buckets, apart from everything stateless so a failed deploy elsewhere
     never rolls them back."""
@@ -31,6 +41,7 @@ class StorageStack(cdk.Stack):
         )
         self.artifacts = s3.Bucket(
             self, "Artifacts",
+            bucket_name=artifacts_bucket_name(config.name),
             encryption=s3.BucketEncryption.KMS, encryption_key=self.key, bucket_key_enabled=True,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL, enforce_ssl=True, versioned=True,
             server_access_logs_bucket=self.access_logs, server_access_logs_prefix="artifacts/",
@@ -42,3 +53,9 @@ class StorageStack(cdk.Stack):
             ],
             removal_policy=removal,
         )
+        # Uploads under batch/input/ start the batch-embed workflow through EventBridge. Set on
+        # the CfnBucket: the L2 flag deploys a notification-handler Lambda for the same thing.
+        cfn_bucket = self.artifacts.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(event_bridge_enabled=True))

@@ -121,7 +121,7 @@ def test_glue_role_can_pass_only_the_connector_role_and_call_only_the_domain(tem
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_no_policy_allows_star_actions(templates, stage):
-    for kind in ("storage", "model", "search"):
+    for kind in ("storage", "model", "search", "jobs"):
         for s in _policy_statements(templates[(stage, kind)]):
             actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
             assert "*" not in actions and not any(a.endswith(":*") for a in actions), s

@@ -33,6 +33,6 @@ def json_snapshot(snapshot):
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
-@pytest.mark.parametrize("kind", ["storage", "model", "search"])
+@pytest.mark.parametrize("kind", ["storage", "model", "search", "jobs"])
 def test_stack_matches_snapshot(templates, json_snapshot, stage, kind):
     assert _mask(templates[(stage, kind)].to_json()) == json_snapshot(name=f"{stage}-{kind}")

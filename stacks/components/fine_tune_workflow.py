@@ -1,0 +1,233 @@
+"""Fine-tune → gate → blue/green deploy, as one Step Functions state machine.
+
+Native SageMaker integrations only (no polling Lambdas): the training job runs with the
+``.sync`` pattern; the gate reads the metrics the job reported (DescribeTrainingJob's
+FinalMetricDataList, scraped from the very lines that write metrics.json); the endpoint
+update uses SageMaker's blue/green deployment with automatic rollback on the endpoint's
+alarms, and a Wait/DescribeEndpoint loop waits for InService.
+
+Start input (all optional): {"train_s3_uri": "s3://…/", "eval_s3_uri": "s3://…/"}; the
+defaults are the artifact bucket's training/train/ and (no eval channel) a slice carved
+from train.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_ssm as ssm
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks import images
+from stacks.catalog import INSTANCES
+from stacks.components.embedding_endpoint import MODEL_MOUNT, VARIANT_NAME
+from stacks.components.source_bundle import TrainingSourceBundle
+from stacks.config import EndpointConfig, JobsConfig
+from training_code import contract
+
+TRAINING_PREFIX = "training/"
+JOBS_PREFIX = "jobs/"
+GAIN_METRIC = f"eval:gain:{contract.PRIMARY_METRIC}"
+
+
+def jsonata(expression: str) -> str:
+    return "{% " + expression + " %}"
+
+
+class FineTuneWorkflow(Construct):
+    """Train on pairs in S3, promote the tuned model only if it beats the base model.
+
+    Keyword-only properties:
+      name_prefix: prefix of every SageMaker job, model and config name (semsearch-<stage>).
+      jobs: hyperparameters, instance type, spot, the promotion gain.
+      endpoint_name / endpoint: the endpoint a promoted model replaces, and its config.
+      rollback_alarms: alarms that roll a blue/green update back.
+      execution_role: the SageMaker role for the job and the new model.
+      artifacts / kms_key: where data, checkpoints and outputs live, and their key.
+      latest_model: SSM parameter that receives the promoted model's name.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, jobs: JobsConfig,
+                 endpoint_name: str, endpoint: EndpointConfig, rollback_alarms: list[cloudwatch.IAlarm],
+                 execution_role: iam.IRole, artifacts: s3.IBucket, kms_key: kms.IKey,
+                 latest_model: ssm.IStringParameter) -> None:
+        super().__init__(scope, construct_id)
+        stack = cdk.Stack.of(self)
+        model = endpoint.model
+        training_instance = INSTANCES[jobs.training_instance_type]
+        serving_instance = INSTANCES[endpoint.instance_type]
+        source = TrainingSourceBundle(self, "Source")
+        execution_role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["s3:GetObject"], resources=[source.asset.bucket.arn_for_objects(source.asset.s3_object_key)]))
+        training_image = images.image_uri(self, "pytorch-training", "2.6.0", accelerated=training_instance.accelerated)
+        serving_image = images.image_uri(self, "pytorch-inference", endpoint.pytorch_version,
+                                         accelerated=serving_instance.accelerated)
+        bucket_uri = f"s3://{artifacts.bucket_name}"
+        job_name = jsonata(f"'{name_prefix}-ft-' & $string($millis())")
+
+        hyperparameters = {
+            "sagemaker_program": "train.py",
+            "sagemaker_submit_directory": source.s3_uri,
+            "base-model": model.hf_id,
+            "epochs": str(jobs.epochs),
+            "batch-size": str(jobs.batch_size),
+            "learning-rate": repr(jobs.learning_rate),
+            "max-seq-length": str(model.max_tokens),
+            "query-prefix": model.query_prefix,
+            "passage-prefix": model.passage_prefix,
+        }
+        def s3_channel(name: str, uri: str) -> str:
+            """A JSONata object literal for one S3-prefix input channel."""
+            return (f"{{'ChannelName': '{name}', 'DataSource': {{'S3DataSource': {{'S3DataType': 'S3Prefix', "
+                    f"'S3DataDistributionType': 'FullyReplicated', 'S3Uri': {uri}}}}}}}")
+
+        default_train = f"'{bucket_uri}/{TRAINING_PREFIX}train/'"
+        resource_config: dict[str, object] = {"InstanceType": jobs.training_instance_type, "InstanceCount": 1,
+                                              "VolumeSizeInGB": 50}
+        if not training_instance.local_nvme:
+            resource_config["VolumeKmsKeyId"] = kms_key.key_arn
+        training_arguments: dict[str, object] = {
+            "TrainingJobName": job_name,
+            "RoleArn": execution_role.role_arn,
+            "AlgorithmSpecification": {"TrainingImage": training_image, "TrainingInputMode": "File",
+                                       "MetricDefinitions": list(contract.METRIC_DEFINITIONS)},
+            "HyperParameters": hyperparameters,
+            # The eval channel is optional: without it the job carves a held-out slice from train.
+            "InputDataConfig": jsonata(
+                "$append([" + s3_channel("train", "$exists($states.input.train_s3_uri) ? $states.input.train_s3_uri"
+                                                  f" : {default_train}") + "], "
+                "$exists($states.input.eval_s3_uri) ? [" + s3_channel("eval", "$states.input.eval_s3_uri") + "] : [])"),
+            "OutputDataConfig": {"S3OutputPath": f"{bucket_uri}/{JOBS_PREFIX}training/", "KmsKeyId": kms_key.key_arn},
+            "ResourceConfig": resource_config,
+            "StoppingCondition": {"MaxRuntimeInSeconds": jobs.training_max_runtime_hours * 3600,
+                                  **({"MaxWaitTimeInSeconds": jobs.training_max_runtime_hours * 3600 * 2}
+                                     if jobs.training_use_spot else {})},
+            "EnableManagedSpotTraining": jobs.training_use_spot,
+            # Checkpoints survive spot interruptions: the job resumes from the last one.
+            "CheckpointConfig": {"S3Uri": f"{bucket_uri}/{JOBS_PREFIX}checkpoints/{name_prefix}/",
+                                 "LocalPath": "/opt/ml/checkpoints"},
+        }
+        train = sfn.CustomState(self, "Train", state_json={
+            "Type": "Task",
+            "Resource": f"arn:{cdk.Aws.PARTITION}:states:::sagemaker:createTrainingJob.sync",
+            "Arguments": training_arguments,
+            "Assign": {
+                "trainingJob": jsonata("$states.result.TrainingJobName"),
+                "modelData": jsonata("$states.result.ModelArtifacts.S3ModelArtifacts"),
+                "gain": jsonata(f"($g := $states.result.FinalMetricDataList[MetricName='{GAIN_METRIC}'].Value; "
+                                "$exists($g) ? $g : null)"),
+                "metrics": jsonata("$states.result.FinalMetricDataList"),
+            },
+        })
+        training_failed = sfn.Fail(self, "TrainingFailed", error="TrainingFailed",
+                                   cause=jsonata("$states.input.Cause ? $states.input.Cause : 'training job failed'"))
+        train.add_catch(training_failed, errors=["States.ALL"])
+
+        gate = sfn.Choice(self, "TunedBeatsBase", comment=f"promote only if {GAIN_METRIC} >= {jobs.min_ndcg_gain}")
+        metrics_missing = sfn.Fail(self, "MetricsMissing", error="MetricsMissing",
+                                   cause=f"the training job reported no {GAIN_METRIC} metric")
+        not_promoted = sfn.Fail(self, "NotPromoted", error="GateRejected",
+                                cause=jsonata(f"'tuned model gained ' & $string($gain) & ' {contract.PRIMARY_METRIC}"
+                                              f" over the base model; promotion needs {jobs.min_ndcg_gain}'"))
+
+        model_name = jsonata(f"'{name_prefix}-' & $substringAfter($trainingJob, '{name_prefix}-')")
+        create_model = tasks.CallAwsService(
+            self, "CreateModel", service="sagemaker", action="createModel",
+            iam_resources=[stack.format_arn(service="sagemaker", resource="model", resource_name=f"{name_prefix}-*")],
+            parameters={
+                "ModelName": model_name,
+                "ExecutionRoleArn": execution_role.role_arn,
+                "EnableNetworkIsolation": True,
+                "PrimaryContainer": {"Image": serving_image, "ModelDataUrl": jsonata("$modelData"), "Environment": {
+                    "SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": f"{MODEL_MOUNT}/code",
+                    "SEMSEARCH_MAX_TOKENS": str(model.max_tokens)}},
+            },
+            assign={"modelName": model_name},
+        )
+        variant: dict[str, object] = {"VariantName": VARIANT_NAME, "ModelName": jsonata("$modelName"),
+                                      "InstanceType": endpoint.instance_type,
+                                      "InitialInstanceCount": endpoint.initial_instance_count}
+        create_config = tasks.CallAwsService(
+            self, "CreateEndpointConfig", service="sagemaker", action="createEndpointConfig",
+            iam_resources=[stack.format_arn(service="sagemaker", resource="endpoint-config",
+                                            resource_name=f"{name_prefix}-*")],
+            parameters={"EndpointConfigName": jsonata("$modelName"), "ProductionVariants": [variant],
+                        **({"KmsKeyId": kms_key.key_arn} if endpoint.volume_kms_supported else {})},
+        )
+        endpoint_arn = stack.format_arn(service="sagemaker", resource="endpoint", resource_name=endpoint_name)
+        update = tasks.CallAwsService(
+            self, "BlueGreenUpdate", service="sagemaker", action="updateEndpoint",
+            iam_resources=[endpoint_arn, stack.format_arn(service="sagemaker", resource="endpoint-config",
+                                                          resource_name=f"{name_prefix}-*")],
+            parameters={
+                "EndpointName": endpoint_name, "EndpointConfigName": jsonata("$modelName"),
+                "DeploymentConfig": {
+                    "BlueGreenUpdatePolicy": {
+                        "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": 300,
+                                                        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20}},
+                        "TerminationWaitInSeconds": 300, "MaximumExecutionTimeoutInSeconds": 3600},
+                    "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": a.alarm_name} for a in rollback_alarms]},
+                },
+            },
+        )
+        wait = sfn.Wait(self, "WaitForDeployment", time=sfn.WaitTime.duration(cdk.Duration.minutes(1)))
+        describe = tasks.CallAwsService(
+            self, "DescribeEndpoint", service="sagemaker", action="describeEndpoint",
+            iam_resources=[endpoint_arn], parameters={"EndpointName": endpoint_name},
+            assign={"status": jsonata("$states.result.EndpointStatus"),
+                    "liveConfig": jsonata("$states.result.EndpointConfigName"),
+                    "failure": jsonata("$states.result.FailureReason ? $states.result.FailureReason : ''")},
+        )
+        record = tasks.CallAwsService(
+            self, "RecordPromotedModel", service="ssm", action="putParameter",
+            iam_resources=[latest_model.parameter_arn],
+            parameters={"Name": latest_model.parameter_name, "Value": jsonata("$modelName"), "Overwrite": True},
+        )
+        deploy_failed = sfn.Fail(self, "DeployFailed", error="DeployFailed",
+                                 cause=jsonata("'endpoint update failed: ' & $failure"))
+        rolled_back = sfn.Fail(self, "RolledBack", error="RolledBack",
+                               cause=jsonata("'the endpoint rolled back to ' & $liveConfig & ' (an alarm fired)'"))
+        deployed = sfn.Choice(self, "Deployed")
+        deployed.when(sfn.Condition.jsonata("{% $status = 'InService' and $liveConfig = $modelName %}"),
+                      record.next(sfn.Succeed(self, "Promoted")))
+        deployed.when(sfn.Condition.jsonata("{% $status = 'InService' %}"), rolled_back)
+        deployed.when(sfn.Condition.jsonata("{% $status in ['Failed', 'OutOfService'] %}"), deploy_failed)
+        deployed.otherwise(wait)
+        for step in (create_model, create_config, update, describe, record):
+            step.add_catch(sfn.Fail(self, f"{step.node.id}Failed", error=f"{step.node.id}Failed",
+                                    cause=jsonata("$states.errorOutput.Cause")), errors=["States.ALL"])
+
+        gate.when(sfn.Condition.jsonata("{% $gain = null %}"), metrics_missing)
+        gate.when(sfn.Condition.jsonata(f"{{% $gain >= {jobs.min_ndcg_gain} %}}"),
+                  create_model.next(create_config).next(update).next(wait))
+        gate.otherwise(not_promoted)
+        wait.next(describe).next(deployed)
+
+        self.state_machine = sfn.StateMachine(
+            self, "StateMachine",
+            state_machine_name=f"{name_prefix}-fine-tune",
+            query_language=sfn.QueryLanguage.JSONATA,
+            definition_body=sfn.DefinitionBody.from_chainable(train.next(gate)),
+            timeout=cdk.Duration.hours(jobs.training_max_runtime_hours * 2 + 3),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH,
+                                                          removal_policy=cdk.RemovalPolicy.DESTROY),
+                                level=sfn.LogLevel.ALL),
+        )
+        role = self.state_machine.role
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
+                     "sagemaker:AddTags"],
+            resources=[stack.format_arn(service="sagemaker", resource="training-job", resource_name=f"{name_prefix}-*")]))
+        role.add_to_principal_policy(iam.PolicyStatement(
+            # The .sync integration watches the job through this managed EventBridge rule.
+            actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+            resources=[stack.format_arn(service="events", resource="rule",
+                                        resource_name="StepFunctionsGetEventsForSageMakerTrainingJobsRule")]))
+        execution_role.grant_pass_role(role)
