@@ -1,0 +1,117 @@
+"""Lambda entry point: batch-transform output in S3 -> vectors in the OpenSearch index.
+
+Handler: ``bulk_loader.handler.handler`` (code asset: the lambda/ folder).
+
+Event (every key optional except an input; defaults from the environment in brackets)::
+
+    {"input": "s3://bucket/transform-out/part-0.jsonl.out"   # or a prefix ending in "/",
+                                                            # or a list of either
+     # or, as a Step Functions Distributed Map item:  "bucket": "...", "key": "..."
+     "suffix": ".out",            # with a prefix: only keys ending so [""]
+     "index": "documents",        # [INDEX_NAME]
+     "vector_field": "embedding", # [EMBEDDING_FIELD, "embedding"]
+     "text_field": "text"}        # [TEXT_FIELD, "text"]; filled when the input was joined
+
+Environment: OPENSEARCH_URL; AUTH_MODE (sigv4 | basic | none; default sigv4, region from
+AWS_REGION); OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD for basic; CA_FILE; BULK_DOCS (500),
+BULK_BYTES (5000000), MAX_ATTEMPTS (6), BACKOFF_S (0.5).
+
+Returns {"documents_in", "documents_indexed", "failed", "retried", "requests", "complete",
+"failures", "objects", "index"} when every line was indexed. Otherwise raises
+BulkLoadError whose message holds the counts and the first failures by id (or by
+"<uri> line <n>" for lines that were not documents), so a Step Functions Catch sees them.
+Documents carry ``_id`` = their id, so running the same input again is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from .bulk import BulkWriter, LoadError, OpenSearch, Report, vector_dimension
+from .source import BadLine, expand, parse_line, read_lines
+
+log = logging.getLogger()
+log.setLevel(logging.INFO)
+
+# Stop reading with this much time left, so the error (and what was done) gets reported.
+TIME_RESERVE_MS = 30_000
+
+
+class BulkLoadError(Exception):
+    """Some documents were not indexed; the message says how many, which, and why."""
+
+
+def _setting(event: dict[str, Any], key: str, env: str, default: str = "") -> str:
+    value = event.get(key, os.environ.get(env, default))
+    if not isinstance(value, str) or not value:
+        raise LoadError(f"{key!r} missing: give it in the event or set {env}")
+    return value
+
+
+def _inputs(event: dict[str, Any]) -> list[str]:
+    if "input" in event:
+        value = event["input"]
+        uris = [value] if isinstance(value, str) else value
+        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and u for u in uris):
+            raise LoadError("'input' must be an s3:// URI or a list of them")
+        return uris
+    if "bucket" in event and "key" in event:
+        return [f"s3://{event['bucket']}/{event['key']}"]
+    raise LoadError("no input: give 'input' (s3:// URI, prefix or list) or 'bucket' and 'key'")
+
+
+def client_from_env() -> OpenSearch:
+    url = os.environ.get("OPENSEARCH_URL")
+    if not url:
+        raise LoadError("OPENSEARCH_URL is not set (the domain endpoint, https://...)")
+    return OpenSearch(
+        url,
+        auth_mode=os.environ.get("AUTH_MODE", "sigv4"),
+        region=os.environ.get("AWS_REGION", ""),
+        username=os.environ.get("OPENSEARCH_USERNAME", ""),
+        password=os.environ.get("OPENSEARCH_PASSWORD", ""),
+        ca_file=os.environ.get("CA_FILE", ""),
+    )
+
+
+def load(event: dict[str, Any], *, client: OpenSearch, s3_client: Any = None,
+         remaining_ms: Any = None, sleep: Any = None) -> dict[str, Any]:
+    """The handler's work with its collaborators passed in (the tests give a local node)."""
+    index = _setting(event, "index", "INDEX_NAME")
+    vector_field = _setting(event, "vector_field", "EMBEDDING_FIELD", "embedding")
+    text_field = _setting(event, "text_field", "TEXT_FIELD", "text")
+    uris = expand(_inputs(event), suffix=event.get("suffix", ""), s3_client=s3_client)
+    dimension = vector_dimension(client, index, vector_field)
+    report = Report()
+    extra = {"sleep": sleep} if sleep else {}
+    writer = BulkWriter(client, index, report, vector_field=vector_field, text_field=text_field,
+                        max_docs=int(os.environ.get("BULK_DOCS", 500)),
+                        max_bytes=int(os.environ.get("BULK_BYTES", 5_000_000)),
+                        attempts=int(os.environ.get("MAX_ATTEMPTS", 6)),
+                        backoff_s=float(os.environ.get("BACKOFF_S", 0.5)), **extra)
+    for uri in uris:
+        for number, line in read_lines(uri, s3_client=s3_client):
+            if remaining_ms is not None and remaining_ms() < TIME_RESERVE_MS:
+                writer.flush()
+                raise BulkLoadError(f"out of time at {uri} line {number}: {report.as_dict(10)}; "
+                                    "split the input into smaller objects (re-running is safe: ids are kept)")
+            report.documents_in += 1
+            origin = f"{uri} line {number}"
+            try:
+                writer.add(parse_line(line, origin, dimension))
+            except BadLine as e:
+                report.failed[origin] = str(e).removeprefix(origin + ": ")
+        log.info("read %s: %d documents so far", uri, report.documents_in)
+    writer.flush()
+    result = {**report.as_dict(), "objects": uris, "index": index}
+    log.info("bulk load: %s", {k: v for k, v in result.items() if k != "failures"})
+    if not report.complete:
+        raise BulkLoadError(report.summary())
+    return result
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return load(event, client=client_from_env(), remaining_ms=remaining)
