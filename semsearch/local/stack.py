@@ -320,16 +320,15 @@ class LocalStack:
         """Stop both servers (only the processes this stack started); with purge, drop the data."""
         state = self.load()
         stopped = []
-        for key, marker in (("endpoint_pid", "semsearch.cli serve"),
-                            ("opensearch_pid", "org.opensearch.bootstrap.OpenSearch")):
-            pid = state.get(key)
+        for what, marker, port in (
+                ("endpoint", "semsearch.cli serve", state.get("endpoint_port")),
+                ("opensearch", "org.opensearch.bootstrap.OpenSearch", _port_of(state.get("opensearch_url")))):
+            pid = state.pop(f"{what}_pid", None)
             if pid and _alive(pid, marker):
                 stop_process_group(pid)
-                stopped.append(key.split("_")[0])
-            state.pop(key, None)
-        for port in (state.get("endpoint_port"), _port_of(state.get("opensearch_url"))):
-            if port and _listening(port):
-                raise UsageError(f"port {port} still answers after stopping: another program holds it")
+                stopped.append(what)
+                if port and _listening(port):
+                    raise UsageError(f"port {port} still answers after stopping {what}: another program holds it")
         if purge:
             shutil.rmtree(self.dir, ignore_errors=True)
             shutil.rmtree(local_home() / "nodes" / f"stack-{self.name}", ignore_errors=True)
