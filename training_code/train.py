@@ -1,0 +1,503 @@
+"""SageMaker training-job entry point: fine-tune an embedding model on query/document pairs.
+
+Runs the same way in a SageMaker container and on a laptop:
+
+    python train.py --epochs 1 --batch-size 32            # SageMaker: channels from SM_* env
+    python training_code/train.py --train pairs.jsonl --base-model DIR --model-dir OUT
+
+Settings come from, lowest priority first: the defaults below, the SM_HPS JSON, the
+command line (SageMaker passes each hyperparameter as ``--name value``; ``--name_value``
+spellings are accepted too). Channels:
+
+    train  (SM_CHANNEL_TRAIN, required)  pairs files: .jsonl / .json / .csv
+    eval   (SM_CHANNEL_EVAL, optional)   held-out pairs; else a slice of train is held out
+    model  (SM_CHANNEL_MODEL, optional)  the base model folder (or a model.tar.gz in it),
+                                         when --base-model is not given
+    code   (SM_CHANNEL_CODE, optional)   the inference handler folder (or one .zip/.tar.gz),
+                                         when it is not bundled as ./inference_code
+
+The loss is MultipleNegativesRankingLoss (in-batch negatives; --cached-loss true for the
+GradCache variant, which makes batches of thousands fit in memory). Checkpoints go to
+/opt/ml/checkpoints inside SageMaker (synced to S3 when the job sets CheckpointConfig), so
+a spot-interrupted job resumes where it stopped. The outputs, and metrics.json's schema,
+are described in contract.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+if not __package__:
+    # SageMaker runs this file as a script from /opt/ml/code, which holds this folder's
+    # files: register the folder as the `training_code` package it is in the repository,
+    # so the sibling modules import the same way in both places.
+    import importlib.util
+
+    _here = Path(__file__).resolve().parent
+    _spec = importlib.util.spec_from_file_location(
+        "training_code", _here / "__init__.py", submodule_search_locations=[str(_here)])
+    assert _spec and _spec.loader
+    sys.modules["training_code"] = _pkg = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_pkg)
+
+from training_code import contract, retrieval  # noqa: E402
+from training_code import pairs as pairs_mod  # noqa: E402
+
+log = logging.getLogger("training_code")
+HERE = Path(__file__).resolve().parent
+SM_CHECKPOINT_DIR = "/opt/ml/checkpoints"
+PROBE_PAIRS = 256  # training pairs whose loss is measured before and after training
+
+
+class InputError(ValueError):
+    """A setting or input the job cannot use; reported as one line, before any slow step."""
+
+
+@dataclass
+class Config:
+    """Everything one run uses; written into metrics.json as "hyperparameters"."""
+
+    train: str
+    model_dir: str
+    base_model: str
+    output_data_dir: str
+    eval: str | None = None
+    checkpoint_dir: str | None = None
+    inference_code: str | None = None
+    epochs: float = 1.0
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    scale: float = 20.0
+    max_seq_length: int | None = None
+    max_pairs: int | None = None
+    eval_fraction: float = 0.1
+    max_eval_pairs: int = 2000
+    seed: int = 42
+    cached_loss: bool = False
+    mini_batch_size: int = 32
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    checkpoint_steps: int = 500
+    log_steps: int = 10
+    eval_batch_size: int = 64
+    progress: bool = False
+
+
+def _bool(value: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _optional_int(value: str) -> int | None:
+    return None if str(value).strip().lower() in ("", "none", "0") else int(value)
+
+
+def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    env = environ.get
+    io = p.add_argument_group("data and folders (default: the SageMaker environment)")
+    io.add_argument("--train", default=env("SM_CHANNEL_TRAIN"), help="pairs file or folder (SM_CHANNEL_TRAIN)")
+    io.add_argument("--eval", default=env("SM_CHANNEL_EVAL"), help="held-out pairs file or folder (SM_CHANNEL_EVAL)")
+    io.add_argument("--base-model", default=env("SM_CHANNEL_MODEL"),
+                    help="base model folder or Hugging Face id (SM_CHANNEL_MODEL)")
+    io.add_argument("--model-dir", default=env("SM_MODEL_DIR"), help="where the tuned model goes (SM_MODEL_DIR)")
+    io.add_argument("--output-data-dir", default=env("SM_OUTPUT_DATA_DIR"),
+                    help="where metrics.json goes besides the model (SM_OUTPUT_DATA_DIR; default: --model-dir)")
+    io.add_argument("--checkpoint-dir", default=SM_CHECKPOINT_DIR if env("SM_MODEL_DIR") else None,
+                    help=f"resumable checkpoints (default {SM_CHECKPOINT_DIR} in SageMaker, none elsewhere)")
+    io.add_argument("--inference-code", default=None,
+                    help="inference handler folder copied to <model-dir>/code ('' skips it; default: "
+                         "SM_CHANNEL_CODE, else ./inference_code beside this file, else ../inference_code)")
+    hp = p.add_argument_group("hyperparameters")
+    hp.add_argument("--epochs", type=float, default=Config.epochs)
+    hp.add_argument("--batch-size", type=int, default=Config.batch_size,
+                    help="pairs per step; each pair's document is a negative for the other queries")
+    hp.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, default=Config.learning_rate)
+    hp.add_argument("--warmup-ratio", type=float, default=Config.warmup_ratio)
+    hp.add_argument("--weight-decay", type=float, default=Config.weight_decay)
+    hp.add_argument("--scale", type=float, default=Config.scale, help="MNRL similarity scale (1/temperature)")
+    hp.add_argument("--max-seq-length", type=_optional_int, default=None,
+                    help="tokens per text (pass the catalog's max_tokens; default: the base model's)")
+    hp.add_argument("--max-pairs", type=_optional_int, default=None, help="train on a seeded sample of K pairs")
+    hp.add_argument("--eval-fraction", type=float, default=Config.eval_fraction,
+                    help="share of train queries held out when no eval channel is given")
+    hp.add_argument("--max-eval-pairs", type=int, default=Config.max_eval_pairs,
+                    help="cap on the held-out slice carved from train")
+    hp.add_argument("--seed", type=int, default=Config.seed)
+    hp.add_argument("--cached-loss", type=_bool, default=False,
+                    help="CachedMultipleNegativesRankingLoss: big batches in mini-batch memory")
+    hp.add_argument("--mini-batch-size", type=int, default=Config.mini_batch_size, help="with --cached-loss")
+    hp.add_argument("--query-prefix", default="", help="prepended to queries (e5: 'query: ')")
+    hp.add_argument("--passage-prefix", default="", help="prepended to documents (e5: 'passage: ')")
+    hp.add_argument("--checkpoint-steps", type=int, default=Config.checkpoint_steps,
+                    help="save a resumable checkpoint every N steps (0: never)")
+    hp.add_argument("--log-steps", type=int, default=Config.log_steps, help="print the training loss every N steps")
+    hp.add_argument("--eval-batch-size", type=int, default=Config.eval_batch_size)
+    p.add_argument("--progress", type=_bool, nargs="?", const=True, default=sys.stderr.isatty(),
+                   help="progress bars (default: when stderr is a terminal)")
+    return p
+
+
+def _hyperparameter_args(environ: dict[str, str]) -> list[str]:
+    """SM_HPS as command-line tokens, so one parser handles both (the command line wins)."""
+    hps = json.loads(environ.get("SM_HPS") or "{}")
+    tokens = []
+    for name, value in hps.items():
+        if name.startswith("sagemaker_"):
+            continue  # the container's own settings (program, submit directory, region)
+        tokens += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
+    return tokens
+
+
+def _normalize(argv: list[str]) -> list[str]:
+    # SageMaker hyperparameter names are often snake_case: --batch_size 32 == --batch-size 32.
+    out = []
+    for token in argv:
+        if token.startswith("--") and "_" in token:
+            name, eq, value = token.partition("=")
+            token = name.replace("_", "-") + eq + value
+        out.append(token)
+    return out
+
+
+def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+    environ = dict(os.environ if environ is None else environ)
+    parser = build_parser(environ)
+    cli = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(_normalize(_hyperparameter_args(environ) + list(cli)))
+    missing = [name for name in ("train", "base_model", "model_dir") if not getattr(args, name)]
+    if missing:
+        parser.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing)
+                     + " (or the SageMaker environment: SM_CHANNEL_TRAIN, SM_CHANNEL_MODEL, SM_MODEL_DIR)")
+    values = vars(args)
+    values["output_data_dir"] = values["output_data_dir"] or values["model_dir"]
+    return Config(**values)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _unpack_if_archive(folder: Path, work: Path, what: str) -> Path:
+    """A channel holding one archive (a model.tar.gz, a CDK asset .zip) is unpacked first."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if len(entries) != 1 or not entries[0].is_file():
+        return folder
+    archive = entries[0]
+    dest = work / what
+    if archive.name.endswith((".tar.gz", ".tgz", ".tar")):
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+    elif archive.suffix == ".zip":
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(dest)  # noqa: S202 - zipfile drops ".." and absolute member paths itself
+    else:
+        return folder
+    return dest
+
+
+def resolve_inference_code(config: Config, work: Path) -> Path | None:
+    """The folder copied to <model-dir>/code, or None when explicitly skipped with ''."""
+    if config.inference_code == "":
+        return None
+    if config.inference_code:
+        candidates = [Path(config.inference_code)]
+    else:
+        channel = os.environ.get("SM_CHANNEL_CODE")  # read at run time: the job's own environment
+        candidates = ([Path(channel)] if channel else []) + [HERE / "inference_code", HERE.parent / "inference_code"]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return _unpack_if_archive(candidate, work, "inference_code")
+    raise InputError(f"inference handler folder not found (looked in {', '.join(map(str, candidates))}); "
+                     "pass --inference-code DIR, or --inference-code '' for a model without code/")
+
+
+def resolve_base_model(base_model: str, work: Path) -> str:
+    path = Path(base_model)
+    if path.is_dir():
+        return str(_unpack_if_archive(path, work, "base_model"))
+    if path.is_absolute() or base_model.startswith("."):
+        raise InputError(f"base model folder {base_model!r} does not exist")
+    return base_model  # a Hugging Face id, for a container that may download it
+
+
+def prepare_pairs(config: Config) -> tuple[list, list, dict, dict]:
+    """Train and eval pairs plus their descriptions for metrics.json; validates every file."""
+    train_pairs, train_files = pairs_mod.load_pairs([config.train])
+    if config.eval:
+        eval_pairs, eval_files = pairs_mod.load_pairs([config.eval])
+        source = "eval channel"
+    else:
+        train_pairs, eval_pairs = pairs_mod.split_off(train_pairs, config.eval_fraction, seed=config.seed,
+                                                      max_held_out=config.max_eval_pairs)
+        eval_files, source = train_files, "carved from train"
+    train_pairs = pairs_mod.sample(train_pairs, config.max_pairs, seed=config.seed)
+    qrels = retrieval.build_qrels(eval_pairs)
+    eval_info = {"source": source, "files": [str(f) for f in eval_files], "pairs": len(eval_pairs),
+                 "queries": len(qrels.queries), "documents": len(qrels.documents)}
+    train_info = {"files": [str(f) for f in train_files], "pairs": len(train_pairs)}
+    return train_pairs, eval_pairs, train_info, eval_info
+
+
+def _fingerprint(config: Config, train_pairs: list) -> str:
+    """What must match for a checkpoint to be resumed: the data and the training settings."""
+    h = hashlib.sha256()
+    settings = {k: v for k, v in asdict(config).items()
+                if k not in ("model_dir", "output_data_dir", "checkpoint_dir", "inference_code", "progress",
+                             "train", "eval", "base_model", "eval_batch_size", "log_steps", "checkpoint_steps")}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for pair in train_pairs:
+        h.update(pair.query.encode() + b"\0" + pair.text.encode() + b"\0")
+    return h.hexdigest()
+
+
+def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str) -> str | None:
+    """The newest complete checkpoint of this same run, if any; stale ones are cleared."""
+    stamp = checkpoint_dir / "fingerprint.txt"
+    checkpoints = sorted((p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                         key=lambda p: int(p.name.split("-")[-1]))
+    if checkpoints and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
+        log.warning("checkpoints in %s are from another run (different data or settings): starting over",
+                    checkpoint_dir)
+        for p in checkpoints:
+            shutil.rmtree(p)
+        checkpoints = []
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
+    # trainer_state.json is written last: a checkpoint cut off half-way by a spot
+    # interruption lacks it and is skipped.
+    complete = [p for p in checkpoints if (p / "trainer_state.json").is_file()]
+    return str(complete[-1]) if complete else None
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _emit(line: str) -> None:
+    # stdout, flushed: CloudWatch gets it at once and the metric definitions scrape it.
+    print(line, flush=True)
+
+
+def _log_metrics(stage: str, metrics: dict[str, float]) -> None:
+    for key in contract.METRIC_KEYS:
+        _emit(contract.metric_line(stage, key, metrics[key]))
+
+
+def train(config: Config) -> dict:
+    """Run one training job end to end; returns the metrics.json content."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model_dir = Path(config.model_dir)
+    if model_dir.is_dir() and any(model_dir.iterdir()):
+        raise InputError(f"model dir {model_dir} is not empty: give a new or empty folder")
+    with tempfile.TemporaryDirectory(prefix="semsearch-train-") as tmp:
+        work = Path(tmp)
+        # Everything that can be wrong with the inputs is found before the first slow step.
+        code_dir = resolve_inference_code(config, work)
+        base_model = resolve_base_model(config.base_model, work)
+        train_pairs, eval_pairs, train_info, eval_info = prepare_pairs(config)
+        log.info("train: %d pairs; eval (%s): %d queries over %d documents", len(train_pairs),
+                 eval_info["source"], eval_info["queries"], eval_info["documents"])
+        return _train(config, work, base_model, code_dir, train_pairs, eval_pairs, train_info, eval_info)
+
+
+def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, train_pairs: list,
+           eval_pairs: list, train_info: dict, eval_info: dict) -> dict:
+    # Imported here so that --help and input errors answer in a second.
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
+    from transformers import TrainerCallback, set_seed
+
+    set_seed(config.seed)
+    model = SentenceTransformer(base_model, device="cuda" if torch.cuda.is_available() else "cpu")
+    if config.max_seq_length:
+        model.max_seq_length = config.max_seq_length
+    encoder = retrieval.sentence_transformer_encoder(
+        model, query_prefix=config.query_prefix, passage_prefix=config.passage_prefix,
+        batch_size=config.eval_batch_size, show_progress=config.progress)
+
+    log.info("evaluating the base model")
+    base = retrieval.evaluate(encoder, eval_pairs)
+    _log_metrics("base", base)
+
+    if config.cached_loss:
+        loss = CachedMultipleNegativesRankingLoss(model, scale=config.scale, mini_batch_size=config.mini_batch_size,
+                                                  show_progress_bar=False)
+    else:
+        loss = MultipleNegativesRankingLoss(model, scale=config.scale)
+    dataset = Dataset.from_dict({"anchor": [p.query for p in train_pairs],
+                                 "positive": [p.text for p in train_pairs]})
+    probe = dataset.select(range(min(PROBE_PAIRS, len(dataset))))
+
+    checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else work / "checkpoints"
+    saving = bool(config.checkpoint_dir) and config.checkpoint_steps > 0
+    resume_from = resumable_checkpoint(checkpoint_dir, _fingerprint(config, train_pairs)) if saving else None
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    prompts = {"anchor": config.query_prefix, "positive": config.passage_prefix}
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of all steps
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=bf16,
+        fp16=cuda and not bf16,
+        # In-batch negatives: a batch holding the same query or document twice would
+        # teach the model that a text is unlike itself.
+        batch_sampler="no_duplicates",
+        prompts=prompts if any(prompts.values()) else None,
+        save_strategy="steps" if saving else "no",
+        save_steps=max(1, config.checkpoint_steps),
+        save_total_limit=2,  # the newest may be cut off by a spot interruption
+        logging_steps=max(1, config.log_steps),
+        logging_first_step=True,
+        disable_tqdm=not config.progress,
+        report_to="none",
+        dataloader_num_workers=0,
+    )
+
+    class LossLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                _emit(contract.loss_line(float(logs["loss"]), state.global_step))
+
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
+                                         callbacks=[LossLines()])
+    probe_before = trainer.evaluate(eval_dataset=probe)["eval_loss"]
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+    started = time.perf_counter()
+    start_step = int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0
+    trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - started
+    probe_after = trainer.evaluate(eval_dataset=probe)["eval_loss"]
+    steps = trainer.state.global_step
+    pairs_seen = (steps - start_step) / max(1, trainer.state.max_steps) * len(train_pairs) * config.epochs
+
+    log.info("evaluating the tuned model")
+    tuned = retrieval.evaluate(encoder, eval_pairs)
+    gain = {key: tuned[key] - base[key] for key in contract.METRIC_KEYS}
+    _log_metrics("tuned", tuned)
+    _log_metrics("gain", gain)
+
+    metrics = {
+        "schema_version": contract.SCHEMA_VERSION,
+        "primary_metric": contract.PRIMARY_METRIC,
+        "base": base,
+        "tuned": tuned,
+        "gain": gain,
+        "improved": gain[contract.PRIMARY_METRIC] > 0,
+        "eval": eval_info,
+        "train": {**train_info, "epochs": config.epochs, "steps": steps, "seconds": round(seconds, 3),
+                  "pairs_per_second": round(pairs_seen / seconds, 3) if seconds > 0 else None,
+                  "probe_loss_before": probe_before, "probe_loss_after": probe_after,
+                  "resumed_from": resume_from},
+        "hyperparameters": {k: v for k, v in asdict(config).items() if k != "progress"},
+        "base_model": config.base_model,
+    }
+    save_model(model, config, code_dir)
+    for folder in {Path(config.model_dir), Path(config.output_data_dir)}:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / contract.METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def save_model(model, config: Config, code_dir: Path | None) -> None:
+    """The tuned model as safetensors + sentence-transformers configs (TEI reads the pooling
+    from 1_Pooling/config.json), plus code/ for the PyTorch inference container."""
+    model_dir = Path(config.model_dir)
+    if config.query_prefix or config.passage_prefix:
+        # Saved with the model, so whoever loads it later embeds the way it was trained.
+        model.prompts = {"query": config.query_prefix, "document": config.passage_prefix}
+    model.save(str(model_dir), safe_serialization=True, create_model_card=False)
+    write_tei_configs(model_dir, model.max_seq_length)
+    if code_dir is not None:
+        shutil.copytree(code_dir, model_dir / contract.CODE_DIR_NAME, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", ".*"))
+        if not (model_dir / contract.CODE_DIR_NAME / "requirements.txt").is_file():
+            log.warning("%s has no requirements.txt: the inference container installs nothing extra", code_dir)
+
+
+_LEGACY_POOLING_KEYS = {
+    "cls": "pooling_mode_cls_token",
+    "mean": "pooling_mode_mean_tokens",
+    "max": "pooling_mode_max_tokens",
+    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+    "weightedmean": "pooling_mode_weightedmean_tokens",
+    "lasttoken": "pooling_mode_lasttoken",
+}
+
+
+def write_tei_configs(model_dir: Path, max_seq_length: int | None) -> None:
+    """Rewrite the pooling and sentence_bert configs in the older key layout.
+
+    Text Embeddings Inference reads ``pooling_mode_*`` flags from 1_Pooling/config.json and
+    ``max_seq_length`` from sentence_bert_config.json; sentence-transformers 5+ saves a
+    newer layout TEI cannot parse, but still loads the older one (it is what
+    all-MiniLM-L6-v2 itself ships with).
+    """
+    modules = json.loads((model_dir / "modules.json").read_text())
+    for module in modules:
+        if module["type"].endswith(".Pooling"):
+            path = model_dir / module["path"] / "config.json"
+            config = json.loads(path.read_text())
+            if "pooling_mode" in config:
+                modes = config.pop("pooling_mode")
+                modes = [modes] if isinstance(modes, str) else list(modes)
+                legacy = {"word_embedding_dimension": config.pop("embedding_dimension")}
+                legacy.update({key: mode in modes for mode, key in _LEGACY_POOLING_KEYS.items()})
+                path.write_text(json.dumps({**legacy, **config}, indent=2) + "\n")
+    st_config = model_dir / "sentence_bert_config.json"
+    if st_config.is_file() and max_seq_length:
+        config = json.loads(st_config.read_text())
+        config["max_seq_length"] = max_seq_length
+        st_config.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)
+    try:
+        train(config)
+    except (pairs_mod.PairsError, InputError) as e:
+        message = f"train.py: error: {e}"
+        print(message, file=sys.stderr, flush=True)
+        if os.environ.get("SM_OUTPUT_DIR"):
+            # SageMaker shows this file as the job's FailureReason (a Step Functions Catch sees it).
+            Path(os.environ["SM_OUTPUT_DIR"], "failure").write_text(message[:1000])
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
