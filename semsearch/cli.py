@@ -13,6 +13,8 @@ COMMAND_MODULES: list[str] = [
     "semsearch.local.cli",
     "semsearch.search",
     "semsearch.cost",
+    "semsearch.train",
+    "semsearch.evaluate",
 ]
 
 

@@ -1,0 +1,87 @@
+"""`semsearch evaluate`: recall@1/3/10, MRR@10 and nDCG@10 of any model on query/document pairs.
+
+The same metric code the training job uses for its base-vs-tuned gate
+(training_code/retrieval.py), so the figures here and in metrics.json compare directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from semsearch.errors import UsageError
+from semsearch.models import packaged_model_dir
+from training_code.contract import METRIC_KEYS
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="retrieval metrics of a model on query/document pairs",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", metavar="DIR", help="model folder (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--data", metavar="FILE", required=True,
+                   help="pairs: .jsonl / .json / .csv with query+text or sentence1+sentence2")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--query-prefix", default=None, help="prepended to queries (default: the model's saved prompt)")
+    p.add_argument("--passage-prefix", default=None, help="prepended to documents (default: the model's saved prompt)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=run)
+
+
+def check_model_dir(path: str | None, flag: str) -> Path:
+    """A folder sentence-transformers can load, or the packaged default; else a UsageError."""
+    if path is None:
+        return packaged_model_dir()
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path!r} is not a directory")
+    if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
+        raise UsageError(f"{flag} {path!r} holds no model (no config.json or modules.json)")
+    return folder
+
+
+def load_pairs_or_fail(path: str, flag: str) -> list:
+    from training_code.pairs import PairsError, load_pairs
+
+    if not Path(path).exists():
+        raise UsageError(f"{flag} {path!r}: no such file")
+    try:
+        return load_pairs([path])[0]
+    except PairsError as e:
+        raise UsageError(str(e)) from None
+
+
+def load_model(folder: Path):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def format_table(columns: dict[str, dict[str, float]]) -> str:
+    """Metrics as rows, one column per model (base / tuned / gain, or just one)."""
+    lines = [f"{'metric':<10}" + "".join(f"{name:>10}" for name in columns)]
+    for key in METRIC_KEYS:
+        lines.append(f"{key:<10}" + "".join(f"{values[key]:>10.4f}" for values in columns.values()))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training_code import retrieval
+
+    folder = check_model_dir(args.model, "--model")
+    pairs = load_pairs_or_fail(args.data, "--data")
+    qrels = retrieval.build_qrels(pairs)
+    model = load_model(folder)
+    encode = retrieval.sentence_transformer_encoder(
+        model, query_prefix=args.query_prefix, passage_prefix=args.passage_prefix,
+        batch_size=args.batch_size, show_progress=not args.json and sys.stderr.isatty())
+    metrics = retrieval.evaluate(encode, pairs)
+    if args.json:
+        print(json.dumps({"model": str(folder), "data": args.data, "pairs": len(pairs),
+                          "queries": len(qrels.queries), "documents": len(qrels.documents), "metrics": metrics}))
+    else:
+        print(f"{folder}: {len(qrels.queries)} queries over {len(qrels.documents)} documents")
+        print(format_table({"model": metrics}))
+    return 0

@@ -1,0 +1,89 @@
+"""`semsearch train`: fine-tune an embedding model on query/document pairs, on this machine.
+
+Runs the SageMaker training job's own code (training_code/train.py) with the catalog's
+values for the model (max tokens, query/passage prefixes), then prints base vs tuned
+metrics. The output folder is what the job would put in model.tar.gz: the tuned model,
+metrics.json and code/ (the inference handler), ready for `semsearch serve` or TEI.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from semsearch.errors import UsageError
+from semsearch.evaluate import check_model_dir, format_table
+from semsearch.models import DEFAULT_MODEL_ID
+from stacks.catalog import MODELS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="fine-tune an embedding model on query/document pairs",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", metavar="FILE", required=True, help="pairs: .jsonl / .json / .csv (or a folder of them)")
+    p.add_argument("--eval", metavar="FILE", help="held-out pairs (default: a seeded slice of --train)")
+    p.add_argument("--base-model", metavar="DIR", help="model folder (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--model-id", default=DEFAULT_MODEL_ID, choices=sorted(MODELS),
+                   help="catalog entry of the base model: max tokens and prefixes (default %(default)s)")
+    p.add_argument("--out", metavar="DIR", required=True, help="new or empty folder for the tuned model")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-pairs", type=int, metavar="K", help="train on a seeded sample of K pairs")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the training job's)")
+    p.add_argument("--max-seq-length", type=int, help="tokens per text (default: the catalog's max tokens)")
+    p.add_argument("--cached-loss", action="store_true", help="GradCache MNRL: large batches in small memory")
+    p.add_argument("--mini-batch-size", type=int, default=32, help="with --cached-loss")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="save resumable checkpoints here (and resume from them)")
+    p.add_argument("--no-code", action="store_true", help="leave the inference handler (code/) out of --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace):
+    """The training job's Config from CLI arguments and the catalog; UsageError on bad input."""
+    from training_code.train import Config
+
+    spec = MODELS[args.model_id]
+    base = check_model_dir(args.base_model, "--base-model")
+    if not Path(args.train).exists():
+        raise UsageError(f"--train {args.train!r}: no such file")
+    if args.eval and not Path(args.eval).exists():
+        raise UsageError(f"--eval {args.eval!r}: no such file")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {args.out!r} exists and is not an empty folder")
+    for flag in ("epochs", "batch_size", "max_pairs", "lr", "max_seq_length", "mini_batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    code = "" if args.no_code else str(REPO_ROOT / "inference_code")
+    extra = {"learning_rate": args.lr} if args.lr is not None else {}
+    return Config(
+        train=args.train, eval=args.eval, base_model=str(base), model_dir=str(out), output_data_dir=str(out),
+        checkpoint_dir=args.checkpoint_dir, inference_code=code, epochs=args.epochs, batch_size=args.batch_size,
+        max_pairs=args.max_pairs, max_seq_length=args.max_seq_length or spec.max_tokens,
+        query_prefix=spec.query_prefix, passage_prefix=spec.passage_prefix, cached_loss=args.cached_loss,
+        mini_batch_size=args.mini_batch_size, seed=args.seed, progress=not args.quiet, **extra)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training_code.pairs import PairsError
+    from training_code.train import InputError, train
+
+    config = build_config(args)
+    try:
+        metrics = train(config)
+    except (PairsError, InputError) as e:
+        raise UsageError(str(e)) from None
+    t = metrics["train"]
+    print(f"\ntrained on {t['pairs']} pairs x {t['epochs']:g} epochs in {t['seconds']:.0f} s "
+          f"({t['pairs_per_second']:.1f} pairs/s); probe loss {t['probe_loss_before']:.4f} -> "
+          f"{t['probe_loss_after']:.4f}")
+    e = metrics["eval"]
+    print(f"eval ({e['source']}): {e['queries']} queries over {e['documents']} documents")
+    print(format_table({stage: metrics[stage] for stage in ("base", "tuned", "gain")}))
+    print(f"model, metrics.json{'' if args.no_code else ' and code/'} in {args.out}")
+    return 0
