@@ -117,7 +117,7 @@ class Report:
 
     def as_dict(self, max_failures: int = 50) -> dict[str, Any]:
         return {"documents_in": self.documents_in, "documents_indexed": self.documents_indexed,
-                "failed": len(self.failed), "retried": self.retried, "requests": self.requests,
+                "documents_failed": len(self.failed), "retried": self.retried, "requests": self.requests,
                 "complete": self.complete,
                 "failures": dict(list(self.failed.items())[:max_failures])}
 

@@ -6,7 +6,7 @@ Event (every key optional except an input; defaults from the environment in brac
 
     {"input": "s3://bucket/transform-out/part-0.jsonl.out"   # or a prefix ending in "/",
                                                             # or a list of either
-     # or, as a Step Functions Distributed Map item:  "bucket": "...", "key": "..."
+     # or "bucket": "..." with "prefix": "jobs/batch/<job>/" or "key": "<one object>"
      "suffix": ".out",            # with a prefix: only keys ending so [""]
      "index": "documents",        # [INDEX_NAME]
      "vector_field": "embedding", # [EMBEDDING_FIELD, "embedding"]
@@ -16,8 +16,8 @@ Environment: OPENSEARCH_URL; AUTH_MODE (sigv4 | basic | none; default sigv4, reg
 AWS_REGION); OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD for basic; CA_FILE; BULK_DOCS (500),
 BULK_BYTES (5000000), MAX_ATTEMPTS (6), BACKOFF_S (0.5).
 
-Returns {"documents_in", "documents_indexed", "failed", "retried", "requests", "complete",
-"failures", "objects", "index"} when every line was indexed. Otherwise raises
+Returns {"documents_in", "documents_indexed", "documents_failed", "retried", "requests",
+"complete", "failures", "objects", "index"} when every line was indexed. Otherwise raises
 BulkLoadError whose message holds the counts and the first failures by id (or by
 "<uri> line <n>" for lines that were not documents), so a Step Functions Catch sees them.
 Documents carry ``_id`` = their id, so running the same input again is safe.
@@ -57,9 +57,10 @@ def _inputs(event: dict[str, Any]) -> list[str]:
         if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and u for u in uris):
             raise LoadError("'input' must be an s3:// URI or a list of them")
         return uris
-    if "bucket" in event and "key" in event:
-        return [f"s3://{event['bucket']}/{event['key']}"]
-    raise LoadError("no input: give 'input' (s3:// URI, prefix or list) or 'bucket' and 'key'")
+    if "bucket" in event and ("key" in event or "prefix" in event):
+        where = event["key"] if "key" in event else event["prefix"].rstrip("/") + "/"
+        return [f"s3://{event['bucket']}/{where}"]
+    raise LoadError("no input: give 'input' (s3:// URI, prefix or list), or 'bucket' with 'prefix' or 'key'")
 
 
 def client_from_env() -> OpenSearch:

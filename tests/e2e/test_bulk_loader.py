@@ -78,7 +78,7 @@ def test_vectors_are_indexed_as_given(opensearch, make_index, client, dev_pairs,
     path.write_text("\n".join(lines[:100]) + "\n\n" + "\n".join(lines[100:]) + "\n")
     monkeypatch.setenv("BULK_DOCS", "100")
     report = load({"input": path.as_uri(), "index": loader_index}, client=client)
-    assert (report["documents_in"], report["documents_indexed"], report["failed"]) == (250, 250, 0)
+    assert (report["documents_in"], report["documents_indexed"], report["documents_failed"]) == (250, 250, 0)
     assert report["complete"] and report["requests"] == 3 and report["retried"] == 0
     assert count(opensearch, loader_index) == 250
 
@@ -125,7 +125,9 @@ def test_from_s3_through_the_lambda_path(opensearch, make_index, client, dev_pai
                           {"Bucket": "bkt", "Prefix": "out/"})
         stub.add_response("get_object", {"Body": StreamingBody(io.BytesIO(data), len(data))},
                           {"Bucket": "bkt", "Key": "out/in.jsonl.out"})
-        report = load({"input": "s3://bkt/out/", "suffix": ".out", "index": loader_index}, client=client, s3_client=s3)
+        # The batch-embed workflow's event: the transform job's output prefix.
+        report = load({"bucket": "bkt", "prefix": "out", "suffix": ".out", "index": loader_index}, client=client,
+                      s3_client=s3)
     assert report["objects"] == ["s3://bkt/out/in.jsonl.out"]
     assert report["documents_in"] == report["documents_indexed"] == 30
     assert count(opensearch, loader_index) == 30
