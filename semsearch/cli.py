@@ -15,6 +15,7 @@ COMMAND_MODULES: list[str] = [
     "semsearch.cost",
     "semsearch.train",
     "semsearch.evaluate",
+    "semsearch.embed",
 ]
 
 
