@@ -11,6 +11,7 @@ import aws_cdk as cdk
 
 from stacks.config import ConfigError, load_config
 from stacks.nag import enable_nag
+from stacks.pipeline_stack import PipelineStack
 from stacks.stage import SemsearchStage
 
 
@@ -20,6 +21,11 @@ def build_app(context: dict | None = None) -> cdk.App:
     config = load_config(raw_context)
     for stage in config.stages:
         SemsearchStage(app, stage.name, config=stage)
+    if config.pipeline is not None:
+        PipelineStack(app, "Pipeline", stack_name="semsearch-pipeline", config=config, pipeline=config.pipeline,
+                      env=cdk.Environment(account=config.pipeline.account or None,
+                                          region=config.pipeline.region or None),
+                      description="semsearch: self-mutating deploy pipeline (dev -> approval -> prod)")
     enable_nag(app)
     return app
 

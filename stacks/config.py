@@ -22,7 +22,7 @@ from stacks.catalog import INSTANCES, MODELS, TEI_CPU_FRAMEWORK, TEI_GPU_FRAMEWO
 
 STAGE_NAMES = ("dev", "prod")
 # Context keys that are not dotted config overrides.
-RESERVED_CONTEXT_KEYS = ("stages", "stage", "config")
+RESERVED_CONTEXT_KEYS = ("stages", "stage", "config", "pipeline")
 
 # OpenSearch Service node types we allow; each supports encryption at rest, which FGAC needs.
 SEARCH_INSTANCE_TYPES = (
@@ -193,9 +193,29 @@ class StageConfig:
         return self.jobs.promote_endpoint or self.search.endpoint
 
 
+#: The default config's connection: a documented placeholder so `make synth` always shows
+#: the pipeline. Replace it (and the repository) before deploying the pipeline stack.
+PLACEHOLDER_CONNECTION_ARN = ("arn:aws:codeconnections:us-east-1:111111111111:"
+                              "connection/00000000-0000-0000-0000-000000000000")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    """The self-mutating CDK pipeline: source → synth (make test, make synth) → dev → approval → prod."""
+
+    repository: str = "my-org/semsearch"
+    branch: str = "main"
+    connection_arn: str = PLACEHOLDER_CONNECTION_ARN
+    account: str = ""
+    region: str = ""
+    #: Stages deployed in order; a manual approval guards every stage after the first.
+    stages: tuple[str, ...] = ("dev", "prod")
+
+
 @dataclass(frozen=True)
 class AppConfig:
     stages: tuple[StageConfig, ...]
+    pipeline: PipelineConfig | None = None
 
     def stage(self, name: str) -> StageConfig:
         return next(s for s in self.stages if s.name == name)
@@ -245,9 +265,18 @@ def load_config(context: Mapping[str, Any]) -> AppConfig:
         stage = _build_stage(name, raw_stages[name], problems)
         if stage is not None:
             stages.append(stage)
+    pipeline = None
+    raw_pipeline = copy.deepcopy(_parse_scalar(context.get("pipeline")))
+    for key, value in context.items():
+        if key.startswith("pipeline.") and isinstance(raw_pipeline, dict):
+            _set_dotted(raw_pipeline, key.removeprefix("pipeline."), _parse_scalar(value))
+    if raw_pipeline is not None and selected == "all":
+        pipeline = _build(PipelineConfig, raw_pipeline, "pipeline", problems)
+        if pipeline is not None:
+            _validate_pipeline(pipeline, raw_stages, problems)
     if problems:
         raise ConfigError(problems)
-    return AppConfig(stages=tuple(stages))
+    return AppConfig(stages=tuple(stages), pipeline=pipeline)
 
 
 def _deep_merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
@@ -482,6 +511,20 @@ def _validate_jobs(jobs: JobsConfig, raw_endpoints: Mapping[str, Any], path: str
     for name in ("training_hours_per_month", "transform_hours_per_month"):
         if not 0 <= getattr(jobs, name) <= 744:
             problems.append(f"{path}.{name}: bad value {getattr(jobs, name)}; allowed: 0..744 (hours in a month)")
+
+
+def _validate_pipeline(pipeline: PipelineConfig, raw_stages: Mapping[str, Any], problems: list[str]) -> None:
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", pipeline.repository):
+        problems.append(f"pipeline.repository: bad value {pipeline.repository!r}; allowed: owner/name")
+    if not re.fullmatch(r"arn:aws[a-z-]*:(codestar-connections|codeconnections):[a-z0-9-]+:\d{12}:connection/[\w-]+",
+                        pipeline.connection_arn):
+        problems.append(f"pipeline.connection_arn: bad value {pipeline.connection_arn!r}; allowed: a CodeStar "
+                        "connection ARN (arn:aws:codeconnections:REGION:ACCOUNT:connection/ID)")
+    for stage in pipeline.stages:
+        if stage not in raw_stages:
+            problems.append(f"pipeline.stages: unknown stage {stage!r}; allowed: {', '.join(raw_stages)}")
+    if pipeline.account and not re.fullmatch(r"\d{12}", pipeline.account):
+        problems.append(f"pipeline.account: bad value {pipeline.account!r}; allowed: a 12-digit AWS account id or ''")
 
 
 def active_hours(value: str) -> tuple[int, int] | None:

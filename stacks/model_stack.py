@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.components.embedding_endpoint import EmbeddingEndpoint, bucket_name
@@ -21,7 +23,7 @@ class ModelStack(cdk.Stack):
     """One EmbeddingEndpoint per configured endpoint."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, key: kms.IKey,
-                 artifacts: s3.IBucket, **kwargs: object) -> None:
+                 alarm_topic: sns.ITopic, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.endpoints: dict[str, EmbeddingEndpoint] = {}
         for name, ep in config.endpoints.items():
@@ -38,5 +40,8 @@ class ModelStack(cdk.Stack):
             acknowledge(endpoint.role, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
                         "<AWS::AccountId>:log-group:/aws/sagemaker/Endpoints/*]",
                         "SageMaker names the endpoint's log streams at run time under this fixed prefix")
+            for alarm in endpoint.alarms:
+                alarm.add_alarm_action(actions.SnsAction(alarm_topic))
+                alarm.add_ok_action(actions.SnsAction(alarm_topic))
             self.endpoints[name] = endpoint
             cdk.CfnOutput(self, f"{name}EndpointName", value=endpoint.endpoint_name)

@@ -8,6 +8,7 @@ from constructs import Construct
 from stacks.config import StageConfig
 from stacks.jobs_stack import JobsStack
 from stacks.model_stack import ModelStack
+from stacks.ops_stack import OpsStack
 from stacks.search_stack import SearchStack
 from stacks.storage_stack import StorageStack
 
@@ -22,7 +23,7 @@ class SemsearchStage(cdk.Stage):
         self.storage = StorageStack(self, "Storage", stack_name=f"{prefix}-storage", config=config,
                                     description=f"semsearch {config.name}: KMS key and artifact buckets")
         self.model = ModelStack(self, "Model", stack_name=f"{prefix}-model", config=config,
-                                key=self.storage.key, artifacts=self.storage.artifacts,
+                                key=self.storage.key, alarm_topic=self.storage.alarm_topic,
                                 description=f"semsearch {config.name}: SageMaker embedding endpoints")
         self.search = SearchStack(self, "Search", stack_name=f"{prefix}-search", config=config,
                                   key=self.storage.key, endpoints=self.model.endpoints,
@@ -32,6 +33,12 @@ class SemsearchStage(cdk.Stage):
                               loader_role=self.search.loader_role,
                               description=f"semsearch {config.name}: fine-tune and batch-embed workflows")
         self.jobs.add_stack_dependency(self.storage)  # the bucket is referenced by name, not by import
-        for stack in (self.storage, self.model, self.search, self.jobs):
+        self.ops = OpsStack(self, "Ops", stack_name=f"{prefix}-ops", config=config,
+                            topic=self.storage.alarm_topic, endpoints=self.model.endpoints,
+                            domain=self.search.search.domain,
+                            workflows={"FineTune": self.jobs.fine_tune.state_machine,
+                                       "BatchEmbed": self.jobs.batch_embed.state_machine},
+                            description=f"semsearch {config.name}: dashboard and alarms")
+        for stack in (self.storage, self.model, self.search, self.jobs, self.ops):
             cdk.Tags.of(stack).add("project", "semsearch")
             cdk.Tags.of(stack).add("stage", config.name)

@@ -1,10 +1,12 @@
-"""Stateful resources of a stage: the KMS key and the artifact bucket."""
+"""Stateful resources of a stage: the KMS key, the artifact bucket, and the alarm topic."""
 
 from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from stacks.config import StageConfig
@@ -31,6 +33,14 @@ class StorageStack(cdk.Stack):
                            description=f"semsearch {config.name}: endpoint volumes, domain, logs, artifacts")
         # CloudWatch Logs encrypts the domain's log groups with this key.
         self.key.grant_encrypt_decrypt(cdk.aws_iam.ServicePrincipal(f"logs.{cdk.Aws.REGION}.amazonaws.com"))
+        # One topic per stage for every alarm (endpoint alarms live in the model stack, the rest
+        # in the ops stack); here so both can notify it without a dependency cycle.
+        self.alarm_topic = sns.Topic(self, "Alarms", display_name=f"semsearch-{config.name} alarms",
+                                     master_key=self.key, enforce_ssl=True)
+        if config.ops.alarm_email:
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.ops.alarm_email))
+        # CloudWatch alarms publish to the encrypted topic with this key.
+        self.key.grant_encrypt_decrypt(cdk.aws_iam.ServicePrincipal("cloudwatch.amazonaws.com"))
         self.access_logs = s3.Bucket(
             self, "AccessLogs",
             encryption=s3.BucketEncryption.S3_MANAGED,  # the log delivery service cannot use KMS keys

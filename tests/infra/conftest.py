@@ -56,6 +56,6 @@ def templates(app) -> dict[tuple[str, str], Any]:
     found = {}
     for stage_name in ("dev", "prod"):
         stage = app.node.find_child(stage_name)
-        for kind in ("storage", "model", "search", "jobs"):
+        for kind in ("storage", "model", "search", "jobs", "ops"):
             found[(stage_name, kind)] = assertions.Template.from_stack(getattr(stage, kind))
     return found

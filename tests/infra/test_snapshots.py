@@ -33,6 +33,13 @@ def json_snapshot(snapshot):
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
-@pytest.mark.parametrize("kind", ["storage", "model", "search", "jobs"])
+@pytest.mark.parametrize("kind", ["storage", "model", "search", "jobs", "ops"])
 def test_stack_matches_snapshot(templates, json_snapshot, stage, kind):
     assert _mask(templates[(stage, kind)].to_json()) == json_snapshot(name=f"{stage}-{kind}")
+
+
+def test_pipeline_matches_snapshot(app, json_snapshot):
+    from aws_cdk import assertions
+
+    template = assertions.Template.from_stack(app.node.find_child("Pipeline"))
+    assert _mask(template.to_json()) == json_snapshot(name="pipeline")
