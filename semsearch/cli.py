@@ -16,6 +16,9 @@ COMMAND_MODULES: list[str] = [
     "semsearch.train",
     "semsearch.evaluate",
     "semsearch.embed",
+    "semsearch.serve",
+    "semsearch.package",
+    "semsearch.loadtest",
 ]
 
 
