@@ -69,7 +69,9 @@ class JobsStack(cdk.Stack):
         self.fine_tune = FineTuneWorkflow(
             self, "FineTune", name_prefix=prefix, jobs=config.jobs, endpoint_name=endpoint.endpoint_name,
             endpoint=endpoint_config, rollback_alarms=[endpoint.latency_alarm, endpoint.error_5xx_alarm],
-            execution_role=self.execution_role, artifacts=artifacts, kms_key=key, latest_model=self.latest_model)
+            execution_role=self.execution_role, artifacts=artifacts, kms_key=key, latest_model=self.latest_model,
+            inference_component=(endpoint.inference_component_name, endpoint.compute_requirements)
+            if endpoint.inference_component_name else None)
 
         self.loader = lambda_.Function(
             self, "BulkLoader", runtime=RUNTIME, architecture=lambda_.Architecture.ARM_64,

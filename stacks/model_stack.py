@@ -10,7 +10,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.components.embedding_endpoint import EmbeddingEndpoint, bucket_name
-from stacks.config import StageConfig
+from stacks.config import StageConfig, active_hours
 from stacks.nag import acknowledge
 
 
@@ -32,7 +32,8 @@ class ModelStack(cdk.Stack):
                 # A model in another bucket (a fine-tuned one, say) is imported by name.
                 bucket = s3.Bucket.from_bucket_name(self, f"{name}ModelBucket", bucket_name(ep.model_data_s3_uri))
             endpoint = EmbeddingEndpoint(self, f"Endpoint-{name}", endpoint_name=endpoint_name(config.name, name),
-                                         config=ep, kms_key=key, model_bucket=bucket, vpc=config.vpc)
+                                         config=ep, kms_key=key, model_bucket=bucket, vpc=config.vpc,
+                                         active_hours=active_hours(config.ops.active_hours_utc))
             acknowledge(endpoint.role, "AwsSolutions-IAM5[Resource::*]",
                         "ecr:GetAuthorizationToken has no resource-level permissions; "
                         "cloudwatch:PutMetricData is limited by a namespace condition; "

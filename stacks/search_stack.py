@@ -96,6 +96,8 @@ class SearchStack(cdk.Stack):
             "SpaceType": config.space_type,
             "NumberOfReplicas": 0 if search.data_node_count == 1 else 1,
             "IngestBatchSize": ep.max_client_batch_size,
+            **({"InferenceComponentName": fronted.inference_component_name}
+               if fronted.inference_component_name else {}),
         })
         # The connector calls the endpoint during the smoke test: it must be InService first.
         self.glue.resource.node.add_dependency(fronted.endpoint)

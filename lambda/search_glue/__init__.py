@@ -26,6 +26,9 @@ and coerced; an invalid one fails the request naming the field, before any API c
     Flavor                 str   required  tei | custom (selects the connector request body)
     EndpointName           str   (*)       SageMaker endpoint; URL derived from Region
     EndpointUrl            str   (*)       explicit invocation URL (local endpoint); wins
+    InferenceComponentName str   ""        the endpoint hosts the model as this inference
+                                           component (scale-to-zero endpoints); sent as the
+                                           X-Amzn-SageMaker-Inference-Component header
     Dimension              int   required  must equal the embedding length the endpoint returns
     ConnectorRoleArn       str   (**)      credential.roleArn: role ml-commons assumes to invoke
     ConnectorAccessKey     str   (**)      with ConnectorSecretKey: keys a self-managed node

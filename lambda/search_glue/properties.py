@@ -76,6 +76,9 @@ class GlueProperties:
     number_of_replicas: int
     ingest_batch_size: int
     hybrid_search: bool
+    # An endpoint that scales to zero hosts its model as an inference component, which
+    # every invocation must name (header X-Amzn-SageMaker-Inference-Component).
+    inference_component: str = ""
 
     @property
     def self_managed(self) -> bool:
@@ -98,6 +101,8 @@ class GlueProperties:
         return {
             "opensearch_url": self.opensearch_url, "name": self.name, "flavor": self.flavor,
             "invocation_url": self.invocation_url, "region": self.region, "dimension": self.dimension,
+            # Only when set, so the ids of endpoints without a component stay as they were.
+            **({"inference_component": self.inference_component} if self.inference_component else {}),
             "index_name": self.index_name, "text_field": self.text_field,
             "embedding_field": self.embedding_field, "knn_engine": self.knn_engine,
             "space_type": self.space_type, "hnsw_m": self.hnsw_m,
@@ -292,6 +297,8 @@ def parse(raw: Any) -> GlueProperties:
         number_of_replicas=r.integer("NumberOfReplicas", default=1, low=0, high=15),
         ingest_batch_size=r.integer("IngestBatchSize", default=32, low=1, high=512),
         hybrid_search=r.flag("HybridSearch"),
+        inference_component=r.text("InferenceComponentName", pattern=re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"),
+                                   hint="expected a SageMaker inference component name"),
     )
     if r.problems:
         raise PropertyError(r.problems)

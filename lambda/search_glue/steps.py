@@ -134,7 +134,9 @@ def connector_body(props: GlueProperties, name: str) -> dict[str, Any]:
             "action_type": "predict",
             "method": "POST",
             "url": props.invocation_url,
-            "headers": {"content-type": "application/json"},
+            "headers": {"content-type": "application/json",
+                        **({"X-Amzn-SageMaker-Inference-Component": props.inference_component}
+                           if props.inference_component else {})},
             "request_body": REQUEST_BODIES[props.flavor],
             "pre_process_function": PRE_PROCESS,
             "post_process_function": POST_PROCESS,

@@ -33,6 +33,10 @@ class EmbeddingEndpoint(Construct):
       model_bucket: bucket holding ``config.model_data_s3_uri`` (read access is granted);
         required when the config names model data.
       vpc: subnets and security groups for the model containers (default: none).
+      active_hours: (start, end) UTC hours on weekdays; outside them the endpoint runs no
+        instance at all (default: always on). The model is then hosted as an inference
+        component, the only SageMaker hosting that scales to zero instances, and callers
+        name it (``inference_component_name``) on every request.
 
     Resources: an execution role, a model, an endpoint config, the endpoint, a scalable
     target tracking SageMakerVariantInvocationsPerInstance, and alarms on p99 model
@@ -41,7 +45,7 @@ class EmbeddingEndpoint(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, endpoint_name: str, config: EndpointConfig,
                  kms_key: kms.IKey | None = None, model_bucket: s3.IBucket | None = None,
-                 vpc: VpcConfig | None = None) -> None:
+                 vpc: VpcConfig | None = None, active_hours: tuple[int, int] | None = None) -> None:
         super().__init__(scope, construct_id)
         self.endpoint_name = endpoint_name
         self.config = config
@@ -100,18 +104,32 @@ class EmbeddingEndpoint(Construct):
         self.model.node.add_dependency(self.role.node.find_child("DefaultPolicy"))
 
         volume_key = kms_key if (kms_key is not None and config.volume_kms_supported) else None
+        variant: dict[str, object] = {
+            "variant_name": VARIANT_NAME, "instance_type": config.instance_type,
+            "initial_instance_count": config.initial_instance_count,
+            "container_startup_health_check_timeout_in_seconds": 600,
+            "model_data_download_timeout_in_seconds": 600,
+        }
+        self.inference_component_name: str | None = None
+        self.compute_requirements: dict[str, int] = {}
+        if active_hours is None:
+            variant.update(model_name=self.model.attr_model_name, initial_variant_weight=1.0)
+        else:
+            # Only endpoints that host inference components can drop to zero instances:
+            # SageMaker then removes instances once no component copy needs them.
+            self.inference_component_name = f"{endpoint_name}-model"
+            variant.pop("container_startup_health_check_timeout_in_seconds")
+            variant.pop("model_data_download_timeout_in_seconds")
+            variant.update(
+                managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
+                    status="ENABLED", min_instance_count=0, max_instance_count=config.max_capacity),
+                routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
+                    routing_strategy="LEAST_OUTSTANDING_REQUESTS"))
         self.endpoint_config = sagemaker.CfnEndpointConfig(
             self, "EndpointConfig",
             kms_key_id=volume_key.key_arn if volume_key else None,
-            production_variants=[sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-                variant_name=VARIANT_NAME,
-                model_name=self.model.attr_model_name,
-                initial_instance_count=config.initial_instance_count,
-                instance_type=config.instance_type,
-                initial_variant_weight=1.0,
-                container_startup_health_check_timeout_in_seconds=600,
-                model_data_download_timeout_in_seconds=600,
-            )],
+            execution_role_arn=self.role.role_arn if active_hours else None,
+            production_variants=[sagemaker.CfnEndpointConfig.ProductionVariantProperty(**variant)],  # type: ignore[arg-type]
         )
         if volume_key is not None:
             volume_key.grant_encrypt_decrypt(self.role)
@@ -124,21 +142,51 @@ class EmbeddingEndpoint(Construct):
         self.endpoint_arn = cdk.Stack.of(self).format_arn(service="sagemaker", resource="endpoint",
                                                           resource_name=endpoint_name.lower())
 
+        if active_hours is None:
+            resource_id = f"endpoint/{endpoint_name}/variant/{VARIANT_NAME}"
+            dimension = "sagemaker:variant:DesiredInstanceCount"
+            tracked = appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE
+            depends_on: cdk.CfnResource = self.endpoint
+        else:
+            # One copy per instance: leave a core and a quarter of memory to the host.
+            self.compute_requirements = {"MinMemoryRequiredInMb": instance.memory_gib * 1024 * 3 // 4}
+            if instance.accelerated:
+                self.compute_requirements["NumberOfAcceleratorDevicesRequired"] = 1
+            else:
+                self.compute_requirements["NumberOfCpuCoresRequired"] = max(1, instance.vcpus - 1)
+            component = sagemaker.CfnInferenceComponent(
+                self, "InferenceComponent", inference_component_name=self.inference_component_name,
+                endpoint_name=self.endpoint.attr_endpoint_name, variant_name=VARIANT_NAME,
+                specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
+                    model_name=self.model.attr_model_name,
+                    compute_resource_requirements=sagemaker.CfnInferenceComponent.
+                    InferenceComponentComputeResourceRequirementsProperty(
+                        number_of_cpu_cores_required=self.compute_requirements.get("NumberOfCpuCoresRequired"),
+                        number_of_accelerator_devices_required=self.compute_requirements.get(
+                            "NumberOfAcceleratorDevicesRequired"),
+                        min_memory_required_in_mb=self.compute_requirements["MinMemoryRequiredInMb"])),
+                runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
+                    copy_count=config.initial_instance_count))
+            resource_id = f"inference-component/{self.inference_component_name}"
+            dimension = "sagemaker:inference-component:DesiredCopyCount"
+            tracked = appscaling.PredefinedMetric.SAGEMAKER_INFERENCE_COMPONENT_INVOCATIONS_PER_COPY
+            depends_on = component
         self.scalable_target = appscaling.ScalableTarget(
-            self, "Scaling",
-            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
-            resource_id=f"endpoint/{endpoint_name}/variant/{VARIANT_NAME}",
-            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
-            min_capacity=config.min_capacity, max_capacity=config.max_capacity,
-        )
-        self.scalable_target.node.add_dependency(self.endpoint)
+            self, "Scaling", service_namespace=appscaling.ServiceNamespace.SAGEMAKER, resource_id=resource_id,
+            scalable_dimension=dimension, min_capacity=config.min_capacity, max_capacity=config.max_capacity)
+        self.scalable_target.node.add_dependency(depends_on)
         self.scalable_target.scale_to_track_metric(
-            "InvocationsPerInstance",
-            target_value=config.target_invocations_per_instance,
-            predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
-            scale_in_cooldown=cdk.Duration.minutes(5),
-            scale_out_cooldown=cdk.Duration.minutes(1),
-        )
+            "InvocationsPerInstance", target_value=config.target_invocations_per_instance, predefined_metric=tracked,
+            scale_in_cooldown=cdk.Duration.minutes(5), scale_out_cooldown=cdk.Duration.minutes(1))
+        if active_hours is not None:
+            start, end = active_hours
+            # Weekdays only: Friday's evening scale-in holds through the weekend.
+            self.scalable_target.scale_on_schedule(
+                "WakeUp", schedule=appscaling.Schedule.cron(minute="0", hour=str(start), week_day="MON-FRI"),
+                min_capacity=config.min_capacity, max_capacity=config.max_capacity)
+            self.scalable_target.scale_on_schedule(
+                "Sleep", schedule=appscaling.Schedule.cron(minute="0", hour=str(end % 24), week_day="MON-FRI"),
+                min_capacity=0, max_capacity=0)
 
         self.latency_alarm = self.metric_model_latency(statistic="p99").create_alarm(
             self, "LatencyAlarm",
@@ -172,10 +220,13 @@ class EmbeddingEndpoint(Construct):
 
     def metric(self, metric_name: str, *, namespace: str = "AWS/SageMaker", statistic: str = "Sum",
                period: cdk.Duration | None = None) -> cloudwatch.Metric:
-        """A metric of this endpoint's variant (default: Sum over 5 minutes)."""
+        """A metric of this endpoint's model (default: Sum over 5 minutes)."""
+        dimensions = {"EndpointName": self.endpoint_name, "VariantName": VARIANT_NAME}
+        if self.inference_component_name and namespace == "AWS/SageMaker":
+            # Invocation metrics of a component are reported per component.
+            dimensions = {"InferenceComponentName": self.inference_component_name}
         return cloudwatch.Metric(namespace=namespace, metric_name=metric_name, statistic=statistic,
-                                 period=period or cdk.Duration.minutes(5),
-                                 dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT_NAME})
+                                 period=period or cdk.Duration.minutes(5), dimensions_map=dimensions)
 
     def metric_invocations(self, **kwargs: object) -> cloudwatch.Metric:
         return self.metric("Invocations", **kwargs)  # type: ignore[arg-type]

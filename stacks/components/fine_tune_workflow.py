@@ -51,12 +51,15 @@ class FineTuneWorkflow(Construct):
       execution_role: the SageMaker role for the job and the new model.
       artifacts / kms_key: where data, checkpoints and outputs live, and their key.
       latest_model: SSM parameter that receives the promoted model's name.
+      inference_component: (name, compute requirements) when the endpoint hosts the model as
+        an inference component (it scales to zero); the rollout then swaps that component.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, jobs: JobsConfig,
                  endpoint_name: str, endpoint: EndpointConfig, rollback_alarms: list[cloudwatch.IAlarm],
                  execution_role: iam.IRole, artifacts: s3.IBucket, kms_key: kms.IKey,
-                 latest_model: ssm.IStringParameter) -> None:
+                 latest_model: ssm.IStringParameter,
+                 inference_component: tuple[str, dict[str, int]] | None = None) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
         model = endpoint.model
@@ -150,40 +153,71 @@ class FineTuneWorkflow(Construct):
             },
             assign={"modelName": model_name},
         )
-        variant: dict[str, object] = {"VariantName": VARIANT_NAME, "ModelName": jsonata("$modelName"),
-                                      "InstanceType": endpoint.instance_type,
-                                      "InitialInstanceCount": endpoint.initial_instance_count}
-        create_config = tasks.CallAwsService(
-            self, "CreateEndpointConfig", service="sagemaker", action="createEndpointConfig",
-            iam_resources=[stack.format_arn(service="sagemaker", resource="endpoint-config",
-                                            resource_name=f"{name_prefix}-*")],
-            parameters={"EndpointConfigName": jsonata("$modelName"), "ProductionVariants": [variant],
-                        **({"KmsKeyId": kms_key.key_arn} if endpoint.volume_kms_supported else {})},
-        )
         endpoint_arn = stack.format_arn(service="sagemaker", resource="endpoint", resource_name=endpoint_name)
-        update = tasks.CallAwsService(
-            self, "BlueGreenUpdate", service="sagemaker", action="updateEndpoint",
-            iam_resources=[endpoint_arn, stack.format_arn(service="sagemaker", resource="endpoint-config",
-                                                          resource_name=f"{name_prefix}-*")],
-            parameters={
-                "EndpointName": endpoint_name, "EndpointConfigName": jsonata("$modelName"),
-                "DeploymentConfig": {
-                    "BlueGreenUpdatePolicy": {
-                        "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": 300,
-                                                        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20}},
-                        "TerminationWaitInSeconds": 300, "MaximumExecutionTimeoutInSeconds": 3600},
-                    "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": a.alarm_name} for a in rollback_alarms]},
-                },
-            },
-        )
+        rollback = {"Alarms": [{"AlarmName": a.alarm_name} for a in rollback_alarms]}
         wait = sfn.Wait(self, "WaitForDeployment", time=sfn.WaitTime.duration(cdk.Duration.minutes(1)))
-        describe = tasks.CallAwsService(
-            self, "DescribeEndpoint", service="sagemaker", action="describeEndpoint",
-            iam_resources=[endpoint_arn], parameters={"EndpointName": endpoint_name},
-            assign={"status": jsonata("$states.result.EndpointStatus"),
-                    "liveConfig": jsonata("$states.result.EndpointConfigName"),
-                    "failure": jsonata("$states.result.FailureReason ? $states.result.FailureReason : ''")},
-        )
+        rollout: list[tasks.CallAwsService]
+        if inference_component is None:
+            variant: dict[str, object] = {"VariantName": VARIANT_NAME, "ModelName": jsonata("$modelName"),
+                                          "InstanceType": endpoint.instance_type,
+                                          "InitialInstanceCount": endpoint.initial_instance_count}
+            create_config = tasks.CallAwsService(
+                self, "CreateEndpointConfig", service="sagemaker", action="createEndpointConfig",
+                iam_resources=[stack.format_arn(service="sagemaker", resource="endpoint-config",
+                                                resource_name=f"{name_prefix}-*")],
+                parameters={"EndpointConfigName": jsonata("$modelName"), "ProductionVariants": [variant],
+                            **({"KmsKeyId": kms_key.key_arn} if endpoint.volume_kms_supported else {})},
+            )
+            update = tasks.CallAwsService(
+                self, "BlueGreenUpdate", service="sagemaker", action="updateEndpoint",
+                iam_resources=[endpoint_arn, stack.format_arn(service="sagemaker", resource="endpoint-config",
+                                                              resource_name=f"{name_prefix}-*")],
+                parameters={
+                    "EndpointName": endpoint_name, "EndpointConfigName": jsonata("$modelName"),
+                    "DeploymentConfig": {
+                        "BlueGreenUpdatePolicy": {
+                            "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": 300,
+                                                            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20}},
+                            "TerminationWaitInSeconds": 300, "MaximumExecutionTimeoutInSeconds": 3600},
+                        "AutoRollbackConfiguration": rollback,
+                    },
+                },
+            )
+            describe = tasks.CallAwsService(
+                self, "DescribeEndpoint", service="sagemaker", action="describeEndpoint",
+                iam_resources=[endpoint_arn], parameters={"EndpointName": endpoint_name},
+                assign={"status": jsonata("$states.result.EndpointStatus"),
+                        "liveConfig": jsonata("$states.result.EndpointConfigName"),
+                        "failure": jsonata("$states.result.FailureReason ? $states.result.FailureReason : ''")},
+            )
+            rollout = [create_config, update]
+        else:
+            # An endpoint that scales to zero hosts the model as an inference component: swap
+            # the component's model with a rolling update that rolls back on the same alarms.
+            component_name, compute = inference_component
+            component_arn = stack.format_arn(service="sagemaker", resource="inference-component",
+                                             resource_name=component_name)
+            update = tasks.CallAwsService(
+                self, "RollingUpdate", service="sagemaker", action="updateInferenceComponent",
+                iam_resources=[component_arn, endpoint_arn],
+                parameters={
+                    "InferenceComponentName": component_name,
+                    "Specification": {"ModelName": jsonata("$modelName"), "ComputeResourceRequirements": compute},
+                    "DeploymentConfig": {
+                        "RollingUpdatePolicy": {"MaximumBatchSize": {"Type": "COPY_COUNT", "Value": 1},
+                                                "WaitIntervalInSeconds": 120},
+                        "AutoRollbackConfiguration": rollback,
+                    },
+                },
+            )
+            describe = tasks.CallAwsService(
+                self, "DescribeInferenceComponent", service="sagemaker", action="describeInferenceComponent",
+                iam_resources=[component_arn], parameters={"InferenceComponentName": component_name},
+                assign={"status": jsonata("$states.result.InferenceComponentStatus"),
+                        "liveConfig": jsonata("$states.result.Specification.ModelName"),
+                        "failure": jsonata("$states.result.FailureReason ? $states.result.FailureReason : ''")},
+            )
+            rollout = [update]
         record = tasks.CallAwsService(
             self, "RecordPromotedModel", service="ssm", action="putParameter",
             iam_resources=[latest_model.parameter_arn],
@@ -199,13 +233,16 @@ class FineTuneWorkflow(Construct):
         deployed.when(sfn.Condition.jsonata("{% $status = 'InService' %}"), rolled_back)
         deployed.when(sfn.Condition.jsonata("{% $status in ['Failed', 'OutOfService'] %}"), deploy_failed)
         deployed.otherwise(wait)
-        for step in (create_model, create_config, update, describe, record):
+        for step in (create_model, *rollout, describe, record):
             step.add_catch(sfn.Fail(self, f"{step.node.id}Failed", error=f"{step.node.id}Failed",
                                     cause=jsonata("$states.errorOutput.Cause")), errors=["States.ALL"])
 
         gate.when(sfn.Condition.jsonata("{% $gain = null %}"), metrics_missing)
-        gate.when(sfn.Condition.jsonata(f"{{% $gain >= {jobs.min_ndcg_gain} %}}"),
-                  create_model.next(create_config).next(update).next(wait))
+        promote: sfn.INextable = create_model
+        for step in rollout:
+            promote = promote.next(step)  # type: ignore[assignment]
+        gate.when(sfn.Condition.jsonata(f"{{% $gain >= {jobs.min_ndcg_gain} %}}"), create_model)
+        promote.next(wait)
         gate.otherwise(not_promoted)
         wait.next(describe).next(deployed)
 

@@ -138,3 +138,53 @@ def test_bad_pipeline_config_is_named():
     text = "\n".join(raised.value.problems)
     assert "pipeline.connection_arn: bad value 'arn:aws:s3:::not-a-connection'" in text
     assert "pipeline.stages: unknown stage 'qa'" in text
+
+
+# --- Dev scale-to-zero outside active hours ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scale_to_zero(tmp_path_factory):
+    from aws_cdk import assertions
+
+    ctx = copy.deepcopy(default_context())
+    ctx["stage"] = "dev"
+    ctx["dev.ops.active_hours_utc"] = "07-19"
+    app, _ = synth(ctx, tmp_path_factory.mktemp("cdk.out"))
+    stage = app.node.find_child("dev")
+    return {kind: assertions.Template.from_stack(getattr(stage, kind)) for kind in ("model", "search", "jobs")}
+
+
+def test_active_hours_host_the_model_as_a_component_that_scales_to_zero(scale_to_zero):
+    model = scale_to_zero["model"]
+    (config,) = model.find_resources("AWS::SageMaker::EndpointConfig").values()
+    variant = config["Properties"]["ProductionVariants"][0]
+    assert variant["ManagedInstanceScaling"] == {"Status": "ENABLED", "MinInstanceCount": 0, "MaxInstanceCount": 2}
+    assert "ModelName" not in variant
+    (component,) = model.find_resources("AWS::SageMaker::InferenceComponent").values()
+    assert component["Properties"]["InferenceComponentName"] == "semsearch-dev-cpu-model"
+    requirements = component["Properties"]["Specification"]["ComputeResourceRequirements"]
+    assert requirements == {"NumberOfCpuCoresRequired": 3, "MinMemoryRequiredInMb": 6144}  # ml.c6i.xlarge
+
+
+def test_schedule_wakes_up_and_sleeps_on_weekdays(scale_to_zero):
+    (target,) = scale_to_zero["model"].find_resources("AWS::ApplicationAutoScaling::ScalableTarget").values()
+    props = target["Properties"]
+    assert props["ResourceId"] == "inference-component/semsearch-dev-cpu-model"
+    assert props["ScalableDimension"] == "sagemaker:inference-component:DesiredCopyCount"
+    actions = {a["ScheduledActionName"]: a for a in props["ScheduledActions"]}
+    wake = next(a for name, a in actions.items() if "WakeUp" in name)
+    sleep = next(a for name, a in actions.items() if "Sleep" in name)
+    assert wake["Schedule"] == "cron(0 7 ? * MON-FRI *)"
+    assert wake["ScalableTargetAction"] == {"MinCapacity": 1, "MaxCapacity": 2}
+    assert sleep["Schedule"] == "cron(0 19 ? * MON-FRI *)"
+    assert sleep["ScalableTargetAction"] == {"MinCapacity": 0, "MaxCapacity": 0}
+
+
+def test_connector_and_promotion_name_the_component(scale_to_zero):
+    (resource,) = scale_to_zero["search"].find_resources("Custom::NeuralSearch").values()
+    assert resource["Properties"]["InferenceComponentName"] == "semsearch-dev-cpu-model"
+    machines = scale_to_zero["jobs"].find_resources("AWS::StepFunctions::StateMachine")
+    text = json.dumps([m["Properties"]["DefinitionString"] for m in machines.values()])
+    assert "updateInferenceComponent" in text and "describeInferenceComponent" in text
+    assert "updateEndpoint" not in text
