@@ -47,7 +47,7 @@ $(VENV)/.dev-deps: requirements-dev.txt pyproject.toml $(VENV)/.synth-deps
 
 synth: node_modules/.installed
 	rm -rf cdk.out
-	$(CDK) synth --quiet --output cdk.out
+	$(CDK) synth --quiet --no-notices --output cdk.out
 	@$(PY) -m stacks.summary cdk.out
 
 dev: node_modules/.installed $(VENV)/.dev-deps
