@@ -21,6 +21,8 @@ AUTH_MODES = ("sigv4", "basic", "none")
 KNN_ENGINES = ("lucene", "faiss", "nmslib")
 NATIVE_ENGINES = ("faiss", "nmslib")
 SPACE_TYPES = ("l2", "cosinesimil", "innerproduct")
+# Sent by CloudFormation (or CDK) beside the resource's own properties.
+CLOUDFORMATION_KEYS = {"ServiceToken", "ServiceTimeout"}
 BACKOFF_POLICIES = ("constant", "exponential_equal_jitter", "exponential_full_jitter")
 # SageMaker cuts a real-time invocation at 60 s: a longer read timeout would only wait on
 # an answer that can no longer come.
@@ -148,8 +150,10 @@ class _Reader:
     def __init__(self, raw: dict[str, Any]):
         self.problems: list[str] = []
         self.raw = raw
+        self.read: set[str] = set()
 
     def _get(self, key: str, required: bool) -> Any:
+        self.read.add(key)
         value = self.raw.get(key)
         if value is None or value == "":
             if required:
@@ -300,6 +304,9 @@ def parse(raw: Any) -> GlueProperties:
         inference_component=r.text("InferenceComponentName", pattern=re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"),
                                    hint="expected a SageMaker inference component name"),
     )
+    # A misspelt property would otherwise fall back to its default without a word.
+    for key in sorted(set(raw) - r.read - CLOUDFORMATION_KEYS):
+        r.problems.append(f"{key}: unknown property")
     if r.problems:
         raise PropertyError(r.problems)
     return props

@@ -104,6 +104,11 @@ def test_every_problem_is_reported_at_once():
             "SpaceType"} <= names
 
 
+def test_misspelt_property_is_named_and_cloudformation_keys_pass():
+    assert problems({**AWS, "Dimensoin": "384"}) == ["Dimensoin: unknown property"]
+    assert parse({**AWS, "ServiceToken": "arn:aws:lambda:...", "ServiceTimeout": "1200"}) == parse(AWS)
+
+
 def test_not_an_object():
     assert problems("Dimension=384") == ["ResourceProperties: expected an object, got str"]  # type: ignore[arg-type]
 
