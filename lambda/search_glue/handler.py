@@ -6,7 +6,8 @@ is_complete  waits for DEPLOYED, then the _predict smoke test (dimension check),
            pipeline, k-NN index, alias, hybrid search pipeline. Returns the outputs (Data).
 watchdog   scheduled: redeploys the model if it is no longer deployed or no longer answers.
 
-Nothing here talks to CloudFormation: the Provider framework turns a returned dict into
+A failed Create or Update removes the objects that request created, and only those: an
+object a repeated Create found and adopted keeps serving. Nothing here talks to CloudFormation: the Provider framework turns a returned dict into
 SUCCESS and an exception into FAILED, with the exception's message as the reason.
 """
 
@@ -35,35 +36,24 @@ def _old_properties(event: dict[str, Any]) -> GlueProperties | None:
     try:
         return parse(event.get("OldResourceProperties"))
     except PropertyError:
-        return None  # nothing valid was deployed under those: treat the Update as new objects
-
-
-def _is_new(event: dict[str, Any], props: GlueProperties) -> tuple[bool, GlueProperties | None]:
-    """(whether this request builds objects under a new physical id, the old properties)."""
-    if event.get("RequestType") == "Create":
-        return True, None
-    old = _old_properties(event)
-    return old is None or old.physical_id != props.physical_id, old
+        return None  # nothing valid was deployed under those
 
 
 @contextlib.contextmanager
-def _cleanup_on_failure(enabled: bool, os: OpenSearch, names: Names) -> Iterator[None]:
-    """A failed Create (or replacement) removes what this physical id owns, then re-raises.
-
-    An in-place Update does not: its objects existed before and still serve searches.
-    """
+def _cleanup_on_failure(os: OpenSearch, names: Names, created: list[str]) -> Iterator[None]:
+    """On failure, remove what this request created (never what it found and adopted), re-raise."""
     try:
         yield
     except Exception as e:
         reason = str(e) if isinstance(e, StepError) else f"unexpected {type(e).__name__}: {e}"
         log.exception("failed: %s", reason)
-        if not enabled:
-            raise GlueFailure(reason) from e
+        if not created:
+            raise GlueFailure(f"{reason} [cleaned up {names.physical_id}: nothing had been created]") from e
         try:
-            steps.teardown(os, names)
+            steps.teardown(os, names, only=set(created))
         except Exception as cleanup_error:
             raise GlueFailure(f"{reason} [cleanup of {names.physical_id} also failed: {cleanup_error}]") from e
-        raise GlueFailure(f"{reason} [created objects of {names.physical_id} removed]") from e
+        raise GlueFailure(f"{reason} [cleaned up {names.physical_id}: removed {', '.join(created)}]") from e
 
 
 def on_event(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
@@ -75,17 +65,20 @@ def on_event(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         raise GlueFailure(f"RequestType: unknown {request_type!r}")
     props = parse(event.get("ResourceProperties"))  # before any API call
     names = Names(props.physical_id, props.index_name)
-    is_new, old = _is_new(event, props)
+    old = _old_properties(event) if request_type == "Update" else None
     os = OpenSearch.from_properties(props)
-    with _cleanup_on_failure(is_new, os, names):
+    created: list[str] = []
+    with _cleanup_on_failure(os, names, created):
         steps.apply_cluster_settings(os, props)
         steps.merge_role_mappings(os, props)
         connector_id = steps.ensure_connector(
-            os, props, names, credentials_changed=old is not None and old.credential() != props.credential())
-        group_id = steps.ensure_model_group(os, names)
-        model_id = steps.ensure_model(os, names, connector_id, group_id)
+            os, props, names, created, credentials_changed=old is not None and old.credential() != props.credential())
+        group_id = steps.ensure_model_group(os, names, created)
+        model_id = steps.ensure_model(os, names, connector_id, group_id, created)
         steps.request_deploy(os, model_id)
-    return {"PhysicalResourceId": names.physical_id,
+    # "Created" is not for CloudFormation: the Provider framework passes every field of this
+    # answer on to is_complete, which needs it to clean up after a failure of its own.
+    return {"PhysicalResourceId": names.physical_id, "Created": created,
             "Data": {"ConnectorId": connector_id, "ModelGroupId": group_id, "ModelId": model_id}}
 
 
@@ -94,19 +87,19 @@ def is_complete(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         return {"IsComplete": True}
     props = parse(event.get("ResourceProperties"))
     names = Names(props.physical_id, props.index_name)
-    is_new, _ = _is_new(event, props)
     os = OpenSearch.from_properties(props)
-    with _cleanup_on_failure(is_new, os, names):
+    created = list(event.get("Created") or [])
+    with _cleanup_on_failure(os, names, created):
         model = _only(steps.find_all(os, "deploy", "models", names.model), "model", names.model)
         if not steps.deployed(os, model["id"]):
             return {"IsComplete": False}
         connector_id = model["connector_id"]
         steps.smoke_test(os, props, model["id"], connector_hint=f"{names.connector} ({connector_id}) -> "
                                                                  f"{props.invocation_url}")
-        steps.ensure_ingest_pipeline(os, props, names, model["id"])
-        steps.ensure_index(os, props, names)
+        steps.ensure_ingest_pipeline(os, props, names, model["id"], created)
+        steps.ensure_index(os, props, names, created)
         steps.point_alias(os, names)
-        search_pipeline = steps.ensure_search_pipeline(os, props, names)
+        search_pipeline = steps.ensure_search_pipeline(os, props, names, created)
     return {"IsComplete": True, "Data": {
         "ConnectorId": connector_id,
         "ModelGroupId": model["model_group_id"],

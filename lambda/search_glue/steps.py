@@ -4,6 +4,9 @@ Every object is named after the physical id, so a repeated Create finds (adopts)
 exists instead of making a duplicate, and a Delete knows what to remove from the id alone.
 The index behind the ``IndexName`` alias is versioned the same way: a replacement builds
 a new index and moves the alias; the old index goes with the old resource's Delete.
+
+The ``ensure_*`` steps append the kind of each object they create (not adopt) to a
+``created`` list, so a failed request removes exactly what it made and nothing it found.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ SMOKE_TEXT = "semsearch smoke test"
 # Hybrid search: keyword (first sub-query) and neural (second) scores after min-max.
 HYBRID_WEIGHTS = [0.3, 0.7]
 POLL_S = 1.0
+# Object kinds, in teardown order.
+KINDS = ("search_pipeline", "index", "ingest_pipeline", "model", "connector", "model_group")
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,8 @@ def connector_body(props: GlueProperties, name: str) -> dict[str, Any]:
     }
 
 
-def ensure_connector(os: OpenSearch, props: GlueProperties, names: Names, *, credentials_changed: bool) -> str:
+def ensure_connector(os: OpenSearch, props: GlueProperties, names: Names, created: list[str], *,
+                     credentials_changed: bool) -> str:
     """The connector's id, created if missing; client_config/credential brought up to date.
 
     ml-commons refuses to change a connector a deployed model uses, so an update undeploys
@@ -153,6 +159,7 @@ def ensure_connector(os: OpenSearch, props: GlueProperties, names: Names, *, cre
     hits = find_all(os, "connector", "connectors", names.connector)
     if not hits:
         _, body = os.call("connector", "POST", "/_plugins/_ml/connectors/_create", connector_body(props, names.connector))
+        created.append("connector")
         log.info("connector: created %s", body["connector_id"])
         return str(body["connector_id"])
     connector_id = _first_id(hits)
@@ -170,13 +177,14 @@ def ensure_connector(os: OpenSearch, props: GlueProperties, names: Names, *, cre
     return connector_id
 
 
-def ensure_model_group(os: OpenSearch, names: Names) -> str:
+def ensure_model_group(os: OpenSearch, names: Names, created: list[str]) -> str:
     found = _first_id(find_all(os, "model_group", "model_groups", names.model_group))
     if found:
         log.info("model_group: adopted %s", found)
         return found
     _, body = os.call("model_group", "POST", "/_plugins/_ml/model_groups/_register",
                       {"name": names.model_group, "description": "semsearch remote embedding models"})
+    created.append("model_group")
     log.info("model_group: created %s", body["model_group_id"])
     return str(body["model_group_id"])
 
@@ -194,7 +202,8 @@ def wait_task(os: OpenSearch, step: str, task_id: str, timeout_s: float) -> dict
         time.sleep(POLL_S)
 
 
-def ensure_model(os: OpenSearch, names: Names, connector_id: str, group_id: str, *, timeout_s: float = 60) -> str:
+def ensure_model(os: OpenSearch, names: Names, connector_id: str, group_id: str, created: list[str], *,
+                 timeout_s: float = 60) -> str:
     """The registered remote model's id (function_name remote), registering it if missing."""
     for hit in find_all(os, "register", "models", names.model):
         if hit.get("model_group_id") == group_id and hit.get("model_state") not in ("REGISTER_FAILED",):
@@ -204,6 +213,7 @@ def ensure_model(os: OpenSearch, names: Names, connector_id: str, group_id: str,
         "name": names.model, "function_name": "remote", "model_group_id": group_id,
         "connector_id": connector_id, "description": "remote embedding model (SageMaker endpoint)",
     })
+    created.append("model")
     model_id = body.get("model_id") or wait_task(os, "register", body["task_id"], timeout_s)["model_id"]
     log.info("register: model %s", model_id)
     return str(model_id)
@@ -277,7 +287,11 @@ def smoke_test(os: OpenSearch, props: GlueProperties, model_id: str, connector_h
     log.info("predict: %d dimensions, as expected", len(vector))
 
 
-def ensure_ingest_pipeline(os: OpenSearch, props: GlueProperties, names: Names, model_id: str) -> None:
+def ensure_ingest_pipeline(os: OpenSearch, props: GlueProperties, names: Names, model_id: str,
+                           created: list[str]) -> None:
+    status, _ = os.call("ingest_pipeline", "GET", f"/_ingest/pipeline/{names.ingest_pipeline}", ok=(404,))
+    if status == 404:
+        created.append("ingest_pipeline")
     # PUT replaces the whole pipeline: the same call creates it and applies a new batch size.
     os.call("ingest_pipeline", "PUT", f"/_ingest/pipeline/{names.ingest_pipeline}", {
         "description": f"embed {props.text_field} into {props.embedding_field} with model {model_id}",
@@ -309,10 +323,11 @@ def index_body(props: GlueProperties, names: Names) -> dict[str, Any]:
     }
 
 
-def ensure_index(os: OpenSearch, props: GlueProperties, names: Names) -> None:
+def ensure_index(os: OpenSearch, props: GlueProperties, names: Names, created: list[str]) -> None:
     status, _ = os.call("index", "HEAD", f"/{names.index}", ok=(404,))
     if status == 404:
         os.call("index", "PUT", f"/{names.index}", index_body(props, names))
+        created.append("index")
         log.info("index: created %s", names.index)
     else:
         # Replicas are the one index setting an in-place Update may change.
@@ -332,11 +347,14 @@ def point_alias(os: OpenSearch, names: Names) -> None:
     log.info("alias: %s -> %s (was %s)", names.alias, names.index, holders or "unset")
 
 
-def ensure_search_pipeline(os: OpenSearch, props: GlueProperties, names: Names) -> str:
+def ensure_search_pipeline(os: OpenSearch, props: GlueProperties, names: Names, created: list[str]) -> str:
     path = f"/_search/pipeline/{names.search_pipeline}"
     if not props.hybrid_search:
         os.call("search_pipeline", "DELETE", path, ok=(404,))
         return ""
+    status, _ = os.call("search_pipeline", "GET", path, ok=(404,))
+    if status == 404:
+        created.append("search_pipeline")
     os.call("search_pipeline", "PUT", path, {
         "description": "hybrid search: min-max normalized keyword and neural scores",
         "phase_results_processors": [{"normalization-processor": {
@@ -374,20 +392,27 @@ def _hand_alias_back(os: OpenSearch, names: Names) -> None:
         log.info("alias: %s handed back to %s", names.alias, newest)
 
 
-def teardown(os: OpenSearch, names: Names) -> None:
-    """Remove every object of this physical id, in dependency order; 404 counts as done."""
-    os.call("delete_search_pipeline", "DELETE", f"/_search/pipeline/{names.search_pipeline}", ok=(404,))
-    _hand_alias_back(os, names)
-    os.call("delete_index", "DELETE", f"/{names.index}", ok=(404,))
-    os.call("delete_ingest_pipeline", "DELETE", f"/_ingest/pipeline/{names.ingest_pipeline}", ok=(404,))
-    for model in find_all(os, "delete_model", "models", names.model):
-        undeploy(os, model["id"])
-        _delete_model(os, model["id"])
-    for connector in find_all(os, "delete_connector", "connectors", names.connector):
-        os.call("delete_connector", "DELETE", f"/_plugins/_ml/connectors/{connector['id']}", ok=(404,))
-    for group in find_all(os, "delete_model_group", "model_groups", names.model_group):
-        os.call("delete_model_group", "DELETE", f"/_plugins/_ml/model_groups/{group['id']}", ok=(404,))
-    log.info("teardown: %s removed", names.physical_id)
+def teardown(os: OpenSearch, names: Names, only: set[str] | frozenset[str] = frozenset(KINDS)) -> None:
+    """Remove the objects of this physical id (the kinds in ``only``) in dependency order;
+    404 counts as done."""
+    if "search_pipeline" in only:
+        os.call("delete_search_pipeline", "DELETE", f"/_search/pipeline/{names.search_pipeline}", ok=(404,))
+    if "index" in only:
+        _hand_alias_back(os, names)
+        os.call("delete_index", "DELETE", f"/{names.index}", ok=(404,))
+    if "ingest_pipeline" in only:
+        os.call("delete_ingest_pipeline", "DELETE", f"/_ingest/pipeline/{names.ingest_pipeline}", ok=(404,))
+    if "model" in only:
+        for model in find_all(os, "delete_model", "models", names.model):
+            undeploy(os, model["id"])
+            _delete_model(os, model["id"])
+    if "connector" in only:
+        for connector in find_all(os, "delete_connector", "connectors", names.connector):
+            os.call("delete_connector", "DELETE", f"/_plugins/_ml/connectors/{connector['id']}", ok=(404,))
+    if "model_group" in only:
+        for group in find_all(os, "delete_model_group", "model_groups", names.model_group):
+            os.call("delete_model_group", "DELETE", f"/_plugins/_ml/model_groups/{group['id']}", ok=(404,))
+    log.info("teardown: %s removed (%s)", names.physical_id, ", ".join(k for k in KINDS if k in only))
 
 
 def _delete_model(os: OpenSearch, model_id: str) -> None:

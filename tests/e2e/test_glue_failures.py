@@ -31,6 +31,11 @@ def assert_gone(conn, pid: str) -> None:
     assert not exists(conn, f"/_search/pipeline/{pid}-hybrid")
 
 
+def cleaned_up(message: str) -> str:
+    """The physical id named in a failure's cleanup note."""
+    return message.split("[cleaned up ")[1].split(":")[0]
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,6 +49,19 @@ def test_duplicate_create_adopts(opensearch, make_props):
     pid = first["PhysicalResourceId"]
     assert second == first
     assert ml_objects(opensearch, pid) == {"connectors": 1, "model_groups": 1, "models": 1}
+    # A repeated Create that fails (here: the index behind the alias is gone and cannot be
+    # rebuilt because the alias name is now a plain index) removes only what it created:
+    # the adopted connector, group and model stay.
+    opensearch.request("DELETE", f"/{pid}")
+    opensearch.request("PUT", f"/{props['IndexName']}", {"settings": {"number_of_replicas": 0}})
+    try:
+        with pytest.raises(GlueFailure) as info:
+            run_custom_resource("Create", props)
+        assert str(info.value).endswith(f"[cleaned up {pid}: removed index]")
+        assert ml_objects(opensearch, pid) == {"connectors": 1, "model_groups": 1, "models": 1}
+        assert exists(opensearch, f"/_ingest/pipeline/{pid}") and not exists(opensearch, f"/{pid}")
+    finally:
+        opensearch.request("DELETE", f"/{props['IndexName']}")
     run_custom_resource("Delete", props, physical_id=pid)
     assert_gone(opensearch, pid)
 
@@ -67,8 +85,8 @@ def test_dimension_mismatch_fails_and_creates_no_index(opensearch, make_props):
         run_custom_resource("Create", props)
     message = str(info.value)
     assert "predict: dimension mismatch: expected 768 (Dimension), the endpoint returned 384" in message
-    assert "created objects of e2e-dim-" in message and "removed" in message
-    pid = message.split("created objects of ")[1].split(" ")[0]
+    assert message.endswith(": removed connector, model_group, model]")
+    pid = cleaned_up(message)
     assert_gone(opensearch, pid)
     assert not exists(opensearch, "/_alias/e2e-dim-docs")
 
@@ -84,7 +102,8 @@ def test_failure_half_way_cleans_up(opensearch, make_props):
         message = str(info.value)
         assert message.startswith("alias: POST /_aliases -> HTTP 400")
         assert "e2e-half-docs" in message
-        pid = message.split("created objects of ")[1].split(" ")[0]
+        assert message.endswith(": removed connector, model_group, model, ingest_pipeline, index]")
+        pid = cleaned_up(message)
         assert_gone(opensearch, pid)
         assert exists(opensearch, "/e2e-half-docs")  # not ours: untouched
     finally:
@@ -100,7 +119,7 @@ def test_endpoint_down_names_the_connector(opensearch, make_props):
     assert message.startswith("predict: POST /_plugins/_ml/models/")
     assert "HTTP " in message and "through connector e2e-down-" in message and url in message
     assert "is the endpoint up" in message
-    pid = message.split("created objects of ")[1].split(" ")[0]
+    pid = cleaned_up(message)
     assert_gone(opensearch, pid)
 
 
@@ -197,7 +216,7 @@ def test_role_mapping_403_names_the_missing_grant(opensearch, make_props, limite
         run_custom_resource("Create", props)
     message = str(info.value)
     assert message.startswith("role_mapping: GET /_plugins/_security/api/rolesmapping/ml_full_access -> HTTP 403")
-    assert "no permissions" in message or "security_exception" in message
+    assert "FORBIDDEN" in message and "No permission to access REST API" in message  # the body, verbatim
     assert "hint: the glue role may not edit FGAC role mappings: make it the domain's master user" in message
 
 
