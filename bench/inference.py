@@ -1,0 +1,228 @@
+"""Speed and quality of the custom handler through the local HTTP server, against sentence-transformers.
+
+Everything is measured in one run, so the ratios share the machine's conditions:
+
+- baseline: ``SentenceTransformer.encode`` of each 32-text request (one call per request),
+  in this process, torch using every core.
+- each mode (exact, fast): ``semsearch serve`` in a subprocess, sent the same 32-text
+  requests as bare JSON arrays over one keep-alive connection, response read in full.
+  Baseline and server calls alternate request by request, with a short untimed pause
+  between them so neither side's idle threads eat into the other's time, and background
+  load on a shared machine hits both alike. ratio = baseline seconds / server seconds.
+- cosine of every server vector to the baseline's (fp32 sentence-transformers).
+- recall@3 on the dev split: share of queries whose paired description is among the 3
+  nearest of all the split's descriptions, exact (the fp32 reference) vs fast.
+- latency percentiles at concurrency 2 (``semsearch loadtest`` code, 32-text requests).
+- peak RSS (VmHWM) of each server process.
+
+Texts: the "text" field of the Debian dev split (../shared/data/debian-descriptions/dev.jsonl,
+or $SEMSEARCH_DATA_DIR). ``python -m bench.inference --help`` for the knobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REQUEST_SIZE = 32
+#: Untimed pause between a baseline call and a server call (see the module docstring).
+SETTLE_S = 0.1
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("SEMSEARCH_DATA_DIR") or REPO_ROOT.parent / "shared" / "data" / "debian-descriptions")
+
+
+def read_pairs(limit: int) -> list[dict]:
+    with (data_dir() / "dev.jsonl").open() as f:
+        return [json.loads(line) for line, _ in zip(f, range(limit), strict=False)]
+
+
+class Server:
+    """`semsearch serve` in its own process, so its memory and threads are its own."""
+
+    def __init__(self, mode: str):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "semsearch.cli", "serve", "--port", "0", "--name",
+                                      "bench", "--mode", mode], stdout=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline()
+        match = re.fullmatch(r"serving bench on (http://[\d.]+:(\d+))\n", line)
+        if not match:
+            self.proc.kill()
+            raise RuntimeError(f"semsearch serve did not start: {line!r}")
+        self.url, self.port = match.group(1), int(match.group(2))
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+
+    def post(self, texts: list[str]) -> bytes:
+        self.conn.request("POST", "/invocations", body=json.dumps(texts).encode(),
+                          headers={"Content-Type": "application/json"})
+        response = self.conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"server answered {response.status}: {data[:200]!r}")
+        return data
+
+    def embed(self, texts: list[str], size: int = 64) -> np.ndarray:
+        return np.concatenate([np.array(json.loads(self.post(texts[i : i + size])), dtype=np.float32)
+                               for i in range(0, len(texts), size)])
+
+    def peak_rss_mb(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=120)
+
+
+def recall_at_3(queries: np.ndarray, docs: np.ndarray) -> float:
+    """Share of queries i whose document i is among the 3 most similar documents."""
+    scores = queries @ docs.T
+    own = scores[np.arange(len(queries)), np.arange(len(queries))]
+    beaten_by = (scores > own[:, None]).sum(axis=1)
+    return float((beaten_by < 3).mean())
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def interleaved(st, server: Server, batches: list[list[str]], rounds: int) -> tuple[
+        list[float], list[float], np.ndarray, np.ndarray]:
+    """(baseline seconds per request, server seconds per request, baseline vectors, server vectors)."""
+    st.encode(batches[0], batch_size=REQUEST_SIZE)  # warm-up, untimed
+    server.post(batches[0])
+    base_s, server_s = [], []
+    base_vectors, server_vectors = [], []
+    for round_no in range(rounds):
+        for batch in batches:
+            start = time.perf_counter()
+            reference = st.encode(batch, batch_size=REQUEST_SIZE)
+            base_s.append(time.perf_counter() - start)
+            time.sleep(SETTLE_S)
+            start = time.perf_counter()
+            data = server.post(batch)
+            server_s.append(time.perf_counter() - start)
+            time.sleep(SETTLE_S)
+            if round_no == 0:
+                base_vectors.append(reference)
+                server_vectors.append(np.array(json.loads(data), dtype=np.float32))
+    return base_s, server_s, np.concatenate(base_vectors), np.concatenate(server_vectors)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=16, help="32-text requests per pass (default: 16)")
+    parser.add_argument("--rounds", type=int, default=2, help="passes over those requests (default: 2)")
+    parser.add_argument("--pairs", type=int, default=3000, help="dev pairs for recall@3 (default: all 3000)")
+    parser.add_argument("--modes", default="exact,fast")
+    args = parser.parse_args(argv)
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from inference_code.embedder import load_tokenizer, token_ids
+    from inference_code.model_info import read_model_info
+    from semsearch.loadtest import loadtest, url_sender_factory
+    from semsearch.models import DEFAULT_MODEL_ID, packaged_model_dir
+
+    threads = len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    model_dir = packaged_model_dir()
+    pairs = read_pairs(max(args.pairs, args.requests * REQUEST_SIZE))
+    texts = [p["text"] for p in pairs[: args.requests * REQUEST_SIZE]]
+    batches = [texts[i : i + REQUEST_SIZE] for i in range(0, len(texts), REQUEST_SIZE)]
+    info = read_model_info(model_dir)
+    tokenizer = load_tokenizer(info)
+    def count_tokens(ts):
+        return [len(ids) for ids in token_ids(info, tokenizer, ts)]
+    tokens = sum(count_tokens(texts))
+    st = SentenceTransformer(str(model_dir), device="cpu")
+
+    result: dict = {
+        "machine": {"cpus": threads, "cpu": _cpu_name(), "python": platform.python_version(),
+                    "load_average_at_start": os.getloadavg()[0]},
+        "setup": {"model": DEFAULT_MODEL_ID, "texts_per_request": REQUEST_SIZE, "requests": len(batches),
+                  "rounds": args.rounds, "texts": len(texts), "tokens": tokens, "mean_tokens": tokens / len(texts),
+                  "torch_threads": threads, "recall_pairs": args.pairs},
+    }
+    vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for mode in args.modes.split(","):
+        server = Server(mode)
+        try:
+            base_times, server_times, reference, got = interleaved(st, server, batches, args.rounds)
+            base_s, server_s = sum(base_times), sum(server_times)
+            cos = (unit(reference) * unit(got)).sum(axis=1)
+            load = loadtest(url_sender_factory(server.url), target=server.url, requests=2 * threads * 2,
+                            concurrency=2, batch_size=REQUEST_SIZE, texts=texts, count_tokens=count_tokens)
+            if args.pairs:
+                vectors[mode] = (server.embed([p["query"] for p in pairs[: args.pairs]]),
+                                 server.embed([p["text"] for p in pairs[: args.pairs]]))
+            n = len(texts) * args.rounds
+            result[mode] = {
+                "texts_per_s": n / server_s,
+                "tokens_per_s": tokens * args.rounds / server_s,
+                "baseline_texts_per_s": n / base_s,
+                "baseline_tokens_per_s": tokens * args.rounds / base_s,
+                "ratio_vs_baseline": base_s / server_s,
+                # Each request against the baseline call next to it: robust to bursts of load.
+                "ratio_median_per_request": float(np.median(np.array(base_times) / np.array(server_times))),
+                "cosine_to_fp32_min": float(cos.min()),
+                "cosine_to_fp32_mean": float(cos.mean()),
+                "concurrency_2": {k: load[k] for k in ("texts_per_s", "tokens_per_s", "latency_ms", "errors")},
+                "server_peak_rss_mb": server.peak_rss_mb(),
+            }
+        finally:
+            server.stop()
+    for mode, (queries, docs) in vectors.items():
+        result[mode]["recall_at_3"] = recall_at_3(queries, docs)
+    if "exact" in vectors and "fast" in vectors:
+        result["fast"]["recall_at_3_delta_points"] = 100 * (result["fast"]["recall_at_3"] -
+                                                            result["exact"]["recall_at_3"])
+    result["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    result["targets"] = _targets(result)
+    return result
+
+
+def _targets(result: dict) -> dict:
+    checks = {}
+    if "exact" in result:
+        checks["exact: ratio >= 1.3"] = result["exact"]["ratio_vs_baseline"] >= 1.3
+        checks["exact: min cosine >= 0.9999"] = result["exact"]["cosine_to_fp32_min"] >= 0.9999
+    if "fast" in result:
+        checks["fast: ratio >= 2.5"] = result["fast"]["ratio_vs_baseline"] >= 2.5
+        checks["fast: mean cosine >= 0.99"] = result["fast"]["cosine_to_fp32_mean"] >= 0.99
+        if "recall_at_3_delta_points" in result["fast"]:
+            checks["fast: recall@3 within 0.5 points"] = abs(result["fast"]["recall_at_3_delta_points"]) <= 0.5
+    return checks
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    from bench.__main__ import save
+
+    outcome = main(sys.argv[1:])
+    print(json.dumps(outcome, indent=2))
+    print(f"bench: wrote {save('inference', outcome)}", file=sys.stderr)
