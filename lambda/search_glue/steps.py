@@ -267,13 +267,24 @@ def undeploy(os: OpenSearch, model_id: str, timeout_s: float = 30) -> None:
 
 
 def embed(os: OpenSearch, model_id: str, texts: list[str], *, step: str = "predict",
-          connector_hint: str = "") -> list[list[float]]:
-    """The model's vectors for ``texts`` through the connector (what ingest will do)."""
-    try:
-        _, body = os.call(step, "POST", f"/_plugins/_ml/models/{model_id}/_predict", {"parameters": {"input": texts}})
-    except StepError as e:
-        raise StepError(step, f"{e.detail} (through connector {connector_hint}: is the endpoint up and "
-                              f"answering?)", e.status, e.body) from e
+          connector_hint: str = "", attempts: int = 4) -> list[list[float]]:
+    """The model's vectors for ``texts`` through the connector (what ingest will do).
+
+    A 5xx is retried with backoff (1, 2, 4 s): right after a node restart ml-commons may
+    time out fetching its master key, and a waking endpoint may refuse a first call.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            _, body = os.call(step, "POST", f"/_plugins/_ml/models/{model_id}/_predict",
+                              {"parameters": {"input": texts}})
+            break
+        except StepError as e:
+            if 500 <= e.status < 600 and attempt < attempts:
+                log.warning("%s: attempt %d failed (%s); retrying", step, attempt, e.detail[:300])
+                time.sleep(2 ** (attempt - 1))
+                continue
+            raise StepError(step, f"{e.detail} (through connector {connector_hint}: is the endpoint up and "
+                                  f"answering?)", e.status, e.body) from e
     outputs = body["inference_results"][0]["output"]
     return [list(o["data"]) for o in outputs]
 

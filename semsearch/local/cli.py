@@ -34,8 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     down.set_defaults(func=_down)
 
 
+class _OneLine(logging.Formatter):
+    """The glue's log lines as progress; its tracebacks (for CloudWatch) stay out of a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"local up: {record.name.removeprefix('search_glue.')}: {record.getMessage()}"
+
+
 def _up(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    logging.getLogger("search_glue").addHandler(handler)
+    logging.getLogger("search_glue").propagate = False
     started = time.monotonic()
     status = LocalStack().up(resolve_model_dir(args.model_dir), corpus=args.corpus,
                              opensearch_port=args.opensearch_port, endpoint_port=args.endpoint_port,
@@ -59,12 +69,12 @@ def _print_status(status: dict) -> None:
     if not status.get("opensearch_url"):
         print("not running (no local stack: `semsearch local up`)")
         return
-    print(f"running:     {status['running']}")
+    print(f"{'running:':<16}{status['running']}")
     for key in ("opensearch_url", "endpoint_url", "index", "model_id", "pipeline", "documents"):
         if status.get(key) is not None:
-            print(f"{key + ':':<13}{status[key]}")
+            print(f"{key + ':':<16}{status[key]}")
     if status.get("auth"):
-        print(f"auth:        {status['auth']['username']} / {status['auth']['password']} (CA {status['ca_file']})")
+        print(f"{'auth:':<16}{status['auth']['username']} / {status['auth']['password']} (CA {status['ca_file']})")
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -261,7 +261,10 @@ class LocalStack:
         progress("provisioning connector, model, pipeline and index (the glue's Create)")
         props = glue_properties(connection=conn, endpoint_url=state["endpoint_url"], access_key=state["access_key"],
                                 secret_key=state["secret_key"], dimension=dimension, space_type=space_type)
-        result = run_custom_resource("Create", props)
+        try:
+            result = run_custom_resource("Create", props)
+        except Exception as e:  # the glue's FAILED reason names the step, status and body
+            raise UsageError(f"provisioning failed: {e}") from e
         previous = state.get("physical_id")
         if previous and previous != result["PhysicalResourceId"] and state.get("glue_properties"):
             # What CloudFormation does after a replacement: delete the old resource.
