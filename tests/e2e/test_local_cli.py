@@ -79,3 +79,13 @@ def test_local_up_twice_status_search_down(cli, dev_pairs, tmp_path):
     assert not listening(os_port) and not listening(ep_port)
     status = cli("local", "status", "--json", check=False)
     assert status.returncode == 1 and json.loads(status.stdout)["running"] is False
+
+    # Up again after down: the node restarts on its data, the glue adopts everything.
+    cli("local", "up", *ports)
+    again = json.loads(cli("local", "status", "--json").stdout)
+    assert again["running"] is True and again["documents"] == 60
+    assert (again["model_id"], again["physical_id"]) == (first["model_id"], first["physical_id"])
+    hits = json.loads(cli("search", dev_pairs[0]["query"], "-k", "3", "--json").stdout)["hits"]
+    assert dev_pairs[0]["id"] in [h["id"] for h in hits]
+    cli("local", "down")
+    assert not listening(os_port) and not listening(ep_port)
