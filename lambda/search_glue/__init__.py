@@ -10,7 +10,8 @@ lost response never holds the stack for an hour. Grant the glue role es:ESHttp* 
 domain and iam:PassRole on ConnectorRoleArn.
 
 Properties (CloudFormation sends every value as a string; "384" and "true" are accepted
-and coerced; an invalid one fails the request naming the field, before any API call):
+and coerced; an invalid or unknown one fails the request naming the field, before any API
+call; ServiceToken and ServiceTimeout are ignored):
 
   Connection to the domain
     OpenSearchUrl          str   required  https://<domain endpoint>, no path
@@ -63,5 +64,11 @@ shards). Each object is named after it. An Update that changes only client_confi
 connector credentials, replicas, batch size, hybrid search, role mappings or cluster
 settings keeps the id (a connector change undeploys, updates, redeploys). Any other change
 builds new objects under a new id and moves the alias; CloudFormation's follow-up Delete of
-the old id removes the old ones. Documents are not copied: re-ingest after a model change.
+the old id removes the old ones (a rollback's Delete of the new id hands the alias back to
+the newest remaining index). Documents are not copied: re-ingest after a model change.
+
+Failures: every exception becomes FAILED with "<step>: <METHOD> <path> -> HTTP <status>:
+<body>" (403s add a hint naming the missing grant), after removing what that request
+created (never objects it found and adopted). Delete treats 404 as done and follows
+search pipeline -> index -> ingest pipeline -> undeploy -> model -> connector -> group.
 """

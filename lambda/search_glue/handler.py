@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,8 +25,8 @@ from .properties import PHYSICAL_ID_RE, GlueProperties, PropertyError, parse
 from .steps import Names
 
 log = logging.getLogger(__name__)
-log.setLevel(logging.INFO)
-logging.getLogger("search_glue").setLevel(logging.INFO)
+# The Lambda runtime's root logger drops INFO; every step is worth a line in CloudWatch.
+logging.getLogger("search_glue").setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
 
 
 class GlueFailure(Exception):
