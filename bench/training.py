@@ -1,0 +1,119 @@
+"""Fine-tuning on the Debian pairs: base vs tuned quality on the dev split, training speed,
+and the throughput of `semsearch embed`.
+
+- training: training_code's own ``train()`` (what the SageMaker job runs) on a seeded
+  sample of train.jsonl, all-MiniLM-L6-v2 with the catalog's max tokens, the job's default
+  hyperparameters (chosen on a slice held out of *train*, never on dev), 1 epoch;
+  base and tuned are both scored on dev.jsonl with the job's metric code.
+- embed: `semsearch embed` (exact mode) over dev texts written as batch-transform lines
+  ``{"id", "text_inputs"}``; texts/s includes reading and writing the files.
+
+Default: 2,000 pairs (what ``python -m bench`` runs). ``--full``: the whole train split
+(16k pairs; hours on 2 shared cores), written to bench/results/training_full.json when run
+as ``python -m bench.training --full``. Data: ../shared/data/debian-descriptions or
+$SEMSEARCH_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("SEMSEARCH_DATA_DIR") or REPO_ROOT.parent / "shared" / "data" / "debian-descriptions")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def bench_embed(model_dir: Path, texts: list[str], work: Path) -> dict:
+    from semsearch.cli import main as cli
+
+    src, out = work / "embed-in.jsonl", work / "embed-out.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text_inputs": t}) + "\n" for i, t in enumerate(texts)))
+    # One untimed call first: the ONNX export of the model is cached, and not what is measured.
+    warm = work / "warm.jsonl"
+    warm.write_text(json.dumps({"id": 0, "text_inputs": "warm up"}) + "\n")
+    if cli(["embed", "--model", str(model_dir), "--in", str(warm), "--out", str(work / "warm-out.jsonl")]) != 0:
+        raise RuntimeError("semsearch embed failed")
+    started = time.perf_counter()
+    if cli(["embed", "--model", str(model_dir), "--in", str(src), "--out", str(out)]) != 0:
+        raise RuntimeError("semsearch embed failed")
+    seconds = time.perf_counter() - started
+    lines = sum(1 for _ in out.open())
+    if lines != len(texts):  # a wrong count would make the figure meaningless
+        raise RuntimeError(f"semsearch embed wrote {lines} lines for {len(texts)} texts")
+    return {"texts": len(texts), "seconds": round(seconds, 2), "texts_per_second": round(len(texts) / seconds, 1),
+            "mode": "exact", "note": "includes loading the model (ONNX export cached)"}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.training", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=2000, help="training pairs (default: 2000)")
+    parser.add_argument("--full", action="store_true", help="train on the whole train split")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--eval-pairs", type=int, default=None, help="dev pairs to score on (default: all)")
+    parser.add_argument("--embed-texts", type=int, default=1000, help="dev texts for the embed figure (0: skip)")
+    args = parser.parse_args(argv)
+
+    from semsearch.models import DEFAULT_MODEL_ID, packaged_model_dir
+    from stacks.catalog import MODELS
+    from training_code.train import Config, train
+
+    spec = MODELS[DEFAULT_MODEL_ID]
+    model_dir = packaged_model_dir()
+    dev = [json.loads(line) for line in (data_dir() / "dev.jsonl").open()]
+    result: dict = {"machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": _cpu_name(),
+                                "python": platform.python_version(), "load_average_at_start": os.getloadavg()[0]}}
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
+        work = Path(tmp)
+        eval_file = data_dir() / "dev.jsonl"
+        if args.eval_pairs:
+            eval_file = work / "dev.jsonl"
+            eval_file.write_text("".join(json.dumps(p) + "\n" for p in dev[: args.eval_pairs]))
+        config = Config(train=str(data_dir() / "train.jsonl"), eval=str(eval_file), base_model=str(model_dir),
+                        model_dir=str(work / "model"), output_data_dir=str(work / "model"), inference_code="",
+                        epochs=args.epochs, max_pairs=None if args.full else args.pairs,
+                        max_seq_length=spec.max_tokens, query_prefix=spec.query_prefix,
+                        passage_prefix=spec.passage_prefix)
+        started = time.perf_counter()
+        metrics = train(config)
+        t = metrics["train"]
+        result.update({
+            "setup": {"model": DEFAULT_MODEL_ID, "train_pairs": t["pairs"], "epochs": args.epochs,
+                      "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+                      "max_seq_length": config.max_seq_length, "eval": metrics["eval"]},
+            "base": metrics["base"], "tuned": metrics["tuned"], "gain": metrics["gain"],
+            "train": {"seconds": t["seconds"], "pairs_per_second": t["pairs_per_second"], "steps": t["steps"],
+                      "probe_loss_before": t["probe_loss_before"], "probe_loss_after": t["probe_loss_after"],
+                      "job_seconds_total": round(time.perf_counter() - started, 1)},
+        })
+        if args.embed_texts:
+            result["embed"] = bench_embed(model_dir, [p["text"] for p in dev[: args.embed_texts]], work)
+    result["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    return result
+
+
+if __name__ == "__main__":
+    from bench.__main__ import save
+
+    full = "--full" in sys.argv[1:]
+    outcome = main(sys.argv[1:])
+    print(json.dumps(outcome, indent=2))
+    print(f"bench: wrote {save('training_full' if full else 'training', outcome)}", file=sys.stderr)
