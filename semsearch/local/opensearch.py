@@ -320,6 +320,7 @@ class OpenSearchNode:
                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True, **as_nobody)  # type: ignore[call-overload]
         out.close()
+        (self.dir / "node.pid").write_text(str(self.proc.pid))
         scheme = "https" if self.settings.security else "http"
         if self.settings.security:
             self.connection = Connection(f"{scheme}://127.0.0.1:{self.http_port}", ADMIN_USER,
@@ -341,6 +342,30 @@ class OpenSearchNode:
             stop_process_group(self.proc.pid, timeout_s)
             self.proc.wait()
             self.proc = None
+
+
+def reap_stale_nodes(prefix: str) -> list[str]:
+    """Stop and remove nodes ``<prefix><pid>`` whose owning process (a test session) is gone.
+
+    A killed test run cannot stop its node; the next run does, so a shared machine does not
+    collect orphaned JVMs. Only a process whose command line names that node's own config
+    folder is stopped.
+    """
+    reaped = []
+    for node_dir in sorted((local_home() / "nodes").glob(f"{prefix}*")):
+        owner = node_dir.name.removeprefix(prefix)
+        if not owner.isdigit() or Path(f"/proc/{owner}").exists():
+            continue
+        pid_file = node_dir / "node.pid"
+        if pid_file.is_file():
+            pid = int(pid_file.read_text())
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                if f"-Dopensearch.path.conf={node_dir / 'config'}" in cmdline:
+                    stop_process_group(pid)
+        shutil.rmtree(node_dir, ignore_errors=True)
+        reaped.append(node_dir.name)
+    return reaped
 
 
 def stop_process_group(pid: int, timeout_s: float = 60) -> None:

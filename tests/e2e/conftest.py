@@ -17,7 +17,7 @@ import pytest
 
 from semsearch.local.client import Connection
 from semsearch.local.ingest import IngestReport, bulk_ingest
-from semsearch.local.opensearch import LocalNodeError, NodeSettings, OpenSearchNode
+from semsearch.local.opensearch import LocalNodeError, NodeSettings, OpenSearchNode, reap_stale_nodes
 from semsearch.local.stack import REGION, glue_properties, run_custom_resource
 
 ENDPOINT_NAME = "pytest"
@@ -36,6 +36,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def opensearch() -> Iterator[Connection]:
     """Admin connection to a fresh node on a free port, stopped and removed at the end."""
+    reap_stale_nodes("pytest-")  # nodes of earlier sessions that were killed
     node = OpenSearchNode(f"pytest-{os.getpid()}", NodeSettings(security=True), fresh=True)
     try:
         conn = node.start()

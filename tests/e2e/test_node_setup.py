@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
 from semsearch.local import opensearch
-from semsearch.local.opensearch import LocalNodeError, pinned_versions
+from semsearch.local.opensearch import LocalNodeError, local_home, pinned_versions, reap_stale_nodes
 from semsearch.local.stack import cfn_strings, model_shape
 
 
@@ -45,3 +48,16 @@ def test_model_shape_from_files(model_dir):
 def test_properties_arrive_as_cloudformation_sends_them():
     assert cfn_strings({"Dimension": 384, "HybridSearch": True, "RoleMappings": {"r": ["a"]}, "X": 0.5}) == {
         "Dimension": "384", "HybridSearch": "true", "RoleMappings": {"r": ["a"]}, "X": "0.5"}
+
+
+def test_nodes_of_dead_sessions_are_reaped_live_ones_kept():
+    nodes = local_home() / "nodes"
+    dead, live = nodes / "pytest-reaptest-999999", nodes / f"pytest-reaptest-{os.getppid()}"
+    for node_dir in (dead, live):
+        (node_dir / "config").mkdir(parents=True, exist_ok=True)
+        (node_dir / "node.pid").write_text("999998")  # no such process: nothing to stop
+    try:
+        assert reap_stale_nodes("pytest-reaptest-") == [dead.name]
+        assert not dead.exists() and live.exists()
+    finally:
+        shutil.rmtree(live, ignore_errors=True)
