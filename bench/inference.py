@@ -125,7 +125,7 @@ def interleaved(st, server: Server, batches: list[list[str]], rounds: int) -> tu
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=16, help="32-text requests per pass (default: 16)")
+    parser.add_argument("--requests", type=int, default=12, help="32-text requests per pass (default: 12)")
     parser.add_argument("--rounds", type=int, default=2, help="passes over those requests (default: 2)")
     parser.add_argument("--pairs", type=int, default=3000, help="dev pairs for recall@3 (default: all 3000)")
     parser.add_argument("--modes", default="exact,fast")

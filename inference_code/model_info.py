@@ -48,6 +48,8 @@ class ModelInfo:
     query_prefix: str = ""
     passage_prefix: str = ""
     do_lower_case: bool = False
+    #: Token id written into padding (RoBERTa-style models derive positions from it).
+    pad_token_id: int = 0
     #: Catalog id when the manifest names one, else the folder name.
     model_id: str = ""
 
@@ -173,5 +175,6 @@ def read_model_info(model_dir: str | Path, *, manifest: dict[str, Any] | None = 
         query_prefix=query_prefix,
         passage_prefix=passage_prefix,
         do_lower_case=bool(st_config.get("do_lower_case", False)),
+        pad_token_id=int(hf_config.get("pad_token_id") or 0),
         model_id=str(manifest.get("model_id") or model_dir.name),
     )
