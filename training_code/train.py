@@ -262,7 +262,7 @@ def _fingerprint(config: Config, train_pairs: list) -> str:
     h = hashlib.sha256()
     settings = {k: v for k, v in asdict(config).items()
                 if k not in ("model_dir", "output_data_dir", "checkpoint_dir", "inference_code", "progress",
-                             "train", "eval", "base_model", "eval_batch_size", "log_steps", "checkpoint_steps")}
+                             "train", "eval", "eval_batch_size", "log_steps", "checkpoint_steps")}
     h.update(json.dumps(settings, sort_keys=True).encode())
     for pair in train_pairs:
         h.update(pair.query.encode() + b"\0" + pair.text.encode() + b"\0")
