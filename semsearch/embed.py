@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             sink.write(line)
             written += 1
         sink.flush()
-        if tmp_name is not None:
+        if tmp_name is not None and out_path is not None:
             sink.close()
             os.replace(tmp_name, out_path)
             tmp_name = None

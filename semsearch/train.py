@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ntrained on {t['pairs']} pairs x {t['epochs']:g} epochs in {t['seconds']:.0f} s "
           f"({t['pairs_per_second']:.1f} pairs/s); probe loss {t['probe_loss_before']:.4f} -> "
           f"{t['probe_loss_after']:.4f}")
-    e = metrics["eval"]
-    print(f"eval ({e['source']}): {e['queries']} queries over {e['documents']} documents")
+    ev = metrics["eval"]
+    print(f"eval ({ev['source']}): {ev['queries']} queries over {ev['documents']} documents")
     print(format_table({stage: metrics[stage] for stage in ("base", "tuned", "gain")}))
     print(f"model, metrics.json{'' if args.no_code else ' and code/'} in {args.out}")
     return 0

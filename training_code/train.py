@@ -346,6 +346,7 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
     base = retrieval.evaluate(encoder, eval_pairs)
     _log_metrics("base", base)
 
+    loss: torch.nn.Module
     if config.cached_loss:
         loss = CachedMultipleNegativesRankingLoss(model, scale=config.scale, mini_batch_size=config.mini_batch_size,
                                                   show_progress_bar=False)
