@@ -53,10 +53,11 @@ def read_pairs(limit: int) -> list[dict]:
 class Server:
     """`semsearch serve` in its own process, so its memory and threads are its own."""
 
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, threads: int):
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "semsearch.cli", "serve", "--port", "0", "--name",
-                                      "bench", "--mode", mode], stdout=subprocess.PIPE, text=True, env=env)
+                                      "bench", "--mode", mode, "--threads", str(threads)],
+                                     stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline()
         match = re.fullmatch(r"serving bench on (http://[\d.]+:(\d+))\n", line)
         if not match:
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=2, help="passes over those requests (default: 2)")
     parser.add_argument("--pairs", type=int, default=3000, help="dev pairs for recall@3 (default: all 3000)")
     parser.add_argument("--modes", default="exact,fast")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="threads for both sides (default: every core); 1 is least disturbed by other load")
     args = parser.parse_args(argv)
 
     import torch
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     from semsearch.loadtest import loadtest, url_sender_factory
     from semsearch.models import DEFAULT_MODEL_ID, packaged_model_dir
 
-    threads = len(os.sched_getaffinity(0))
+    threads = args.threads
     torch.set_num_threads(threads)
     model_dir = packaged_model_dir()
     pairs = read_pairs(max(args.pairs, args.requests * REQUEST_SIZE))
@@ -153,20 +156,20 @@ def main(argv: list[str] | None = None) -> dict:
     st = SentenceTransformer(str(model_dir), device="cpu")
 
     result: dict = {
-        "machine": {"cpus": threads, "cpu": _cpu_name(), "python": platform.python_version(),
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": _cpu_name(), "python": platform.python_version(),
                     "load_average_at_start": os.getloadavg()[0]},
         "setup": {"model": DEFAULT_MODEL_ID, "texts_per_request": REQUEST_SIZE, "requests": len(batches),
                   "rounds": args.rounds, "texts": len(texts), "tokens": tokens, "mean_tokens": tokens / len(texts),
-                  "torch_threads": threads, "recall_pairs": args.pairs},
+                  "threads": threads, "recall_pairs": args.pairs},
     }
     vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for mode in args.modes.split(","):
-        server = Server(mode)
+        server = Server(mode, threads)
         try:
             base_times, server_times, reference, got = interleaved(st, server, batches, args.rounds)
             base_s, server_s = sum(base_times), sum(server_times)
             cos = (unit(reference) * unit(got)).sum(axis=1)
-            load = loadtest(url_sender_factory(server.url), target=server.url, requests=2 * threads * 2,
+            load = loadtest(url_sender_factory(server.url), target=server.url, requests=8,
                             concurrency=2, batch_size=REQUEST_SIZE, texts=texts, count_tokens=count_tokens)
             if args.pairs:
                 vectors[mode] = (server.embed([p["query"] for p in pairs[: args.pairs]]),

@@ -236,15 +236,15 @@ class ServerHandle:
 def start_server(model_dir: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 0, name: str = "local",
                  region: str = "us-east-1", access_key: str | None = None, secret_key: str | None = None,
                  mode: str = "exact", max_batch: int = DEFAULT_MAX_BATCH,
-                 max_payload_mb: float = DEFAULT_MAX_PAYLOAD_MB) -> ServerHandle:
+                 max_payload_mb: float = DEFAULT_MAX_PAYLOAD_MB, threads: int | None = None) -> ServerHandle:
     """Load the model and serve it on a background thread; returns once it is listening."""
     if (access_key is None) != (secret_key is None):
         raise UsageError("give both the access key and the secret key, or neither")
     if mode not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if max_batch < 1 or max_payload_mb <= 0:
-        raise UsageError("--max-batch and --max-payload-mb must be positive")
-    embedder = load_embedder(Path(model_dir), mode=mode)
+    if max_batch < 1 or max_payload_mb <= 0 or (threads is not None and threads < 1):
+        raise UsageError("--max-batch, --max-payload-mb and --threads must be positive")
+    embedder = load_embedder(Path(model_dir), mode=mode, threads=threads)
     service = EmbeddingService(embedder, load_corpus(Path(model_dir)), max_batch=max_batch)
     config = ServerConfig(name=name, region=region, access_key=access_key, secret_key=secret_key,
                           max_payload_bytes=int(max_payload_mb * 1024 * 1024))
@@ -275,6 +275,8 @@ def register(subparsers) -> None:
                    help=f"texts per request (default: {DEFAULT_MAX_BATCH})")
     p.add_argument("--max-payload-mb", type=float, default=DEFAULT_MAX_PAYLOAD_MB,
                    help=f"largest request body (default: {DEFAULT_MAX_PAYLOAD_MB:g}, SageMaker's limit)")
+    p.add_argument("--threads", type=int, help="model threads (default: every core; fewer when the machine is "
+                   "shared, e.g. with a local OpenSearch)")
     p.set_defaults(func=run)
 
 
@@ -284,7 +286,7 @@ def run(args) -> int:
     model_dir = resolve_model_dir(args.model_dir)
     handle = start_server(model_dir, host=args.host, port=args.port, name=args.name, region=args.region,
                           access_key=args.access_key, secret_key=args.secret_key, mode=args.mode,
-                          max_batch=args.max_batch, max_payload_mb=args.max_payload_mb)
+                          max_batch=args.max_batch, max_payload_mb=args.max_payload_mb, threads=args.threads)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())

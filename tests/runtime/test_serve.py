@@ -199,7 +199,7 @@ def test_a_stopped_server_can_be_restarted_on_the_same_port(model_dir):
 def test_cli_serve_prints_its_url_and_stops_on_sigterm(model_dir):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SEMSEARCH_ACCESS_KEY": "AKIDCLI", "SEMSEARCH_SECRET_KEY": "s3cret"}
     proc = subprocess.Popen([sys.executable, "-m", "semsearch.cli", "serve", "--model-dir", str(model_dir),
-                             "--port", "0", "--name", "cli-ep", "--mode", "fast", "--max-batch", "4"],
+                             "--port", "0", "--name", "cli-ep", "--mode", "fast", "--max-batch", "4", "--threads", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()
