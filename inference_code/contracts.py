@@ -41,7 +41,7 @@ import numpy as np
 if __package__:  # imported as inference_code.contracts (tests, the semsearch CLI)
     from .packaged_corpus import PackagedCorpus, nearest
 else:  # imported from SageMaker's code/ folder, where every module is top-level
-    from packaged_corpus import PackagedCorpus, nearest
+    from packaged_corpus import PackagedCorpus, nearest  # type: ignore[no-redef]
 
 #: Texts per request. TEI's client batch is 32; ml-commons sends one array per document
 #: batch of an ingest pipeline (bulk batch_size, default 1 document) or per neural query,
@@ -255,7 +255,8 @@ class EmbeddingService:
         if request.text_count > self.max_batch:
             raise RequestError(f"{request.text_count} texts is over this endpoint's batch limit of {self.max_batch}; "
                                "split the request", status=413)
-        if request.shape == "nn_train_data" and self.corpus is None:
+        corpus = self.corpus
+        if request.shape == "nn_train_data" and corpus is None:
             raise RequestError("mode nn_train_data needs corpus embeddings packaged in the model "
                                "(semsearch package --corpus); this model has none")
         vectors = self.embedder.embed(request.texts, request.kind)
@@ -265,9 +266,9 @@ class EmbeddingService:
             hits = [[{"corpus_id": int(i), "score": float(s)} for i, s in zip(row_i, row_s, strict=True)]
                     for row_i, row_s in zip(order.tolist(), scores.tolist(), strict=True)]
             return Result("nn_corpus", hits=hits)
-        if request.shape == "nn_train_data":
-            order, scores = nearest(vectors, self.corpus.embeddings, request.top_k)
-            ids = self.corpus.ids
+        if request.shape == "nn_train_data" and corpus is not None:
+            order, scores = nearest(vectors, corpus.embeddings, request.top_k)
+            ids = corpus.ids
             hits = [[{"id": ids[i], "score": s} for i, s in zip(row_i, row_s, strict=True)]
                     for row_i, row_s in zip(order.tolist(), scores.tolist(), strict=True)]
             return Result("nn_train_data", hits=hits)
@@ -286,10 +287,12 @@ def _json(value: Any) -> str:
 
 
 def encode_result(result: Result) -> tuple[bytes, str]:
-    if result.shape == "jsonlines":
-        return "".join(_jsonlines(result.ids, result.embeddings)).encode(), JSONLINES
     if result.hits is not None:
         return _json(result.hits).encode(), JSON
+    if result.embeddings is None:
+        raise ValueError(f"a {result.shape} result holds neither hits nor embeddings")
+    if result.shape == "jsonlines":
+        return "".join(_jsonlines(result.ids, result.embeddings)).encode(), JSONLINES
     vectors = result.embeddings.tolist()
     if result.shape == "text_inputs":
         return _json({"embedding": vectors}).encode(), JSON

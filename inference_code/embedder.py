@@ -43,7 +43,7 @@ import numpy as np
 if __package__:  # imported as inference_code.embedder (tests, the semsearch CLI)
     from .model_info import ModelInfo, read_model_info
 else:  # imported from SageMaker's code/ folder, where every module is top-level
-    from model_info import ModelInfo, read_model_info
+    from model_info import ModelInfo, read_model_info  # type: ignore[no-redef]
 
 MODES = ("exact", "fast")
 KINDS = ("query", "passage")
@@ -251,12 +251,13 @@ def load_embedder(model_dir: str | os.PathLike[str], mode: str = "exact", *, bac
     threads = threads or _default_threads()
     if backend is None:
         backend = "torch" if _cuda_available() else "onnx"
+    runner: OnnxBackend | TorchBackend
     if backend == "torch":
         runner = TorchBackend(info, mode, "cuda" if _cuda_available() else "cpu", threads)
     else:
         if __package__:
             from .onnx_export import onnx_path
         else:
-            from onnx_export import onnx_path
+            from onnx_export import onnx_path  # type: ignore[no-redef]
         runner = OnnxBackend(onnx_path(info, mode), threads)
     return Embedder(info, load_tokenizer(info), runner, mode)

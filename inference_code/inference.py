@@ -28,10 +28,17 @@ if __package__:  # imported as inference_code.inference (tests)
     from .embedder import load_embedder
     from .packaged_corpus import load_corpus
 else:  # imported by the SageMaker toolkit from code/, where every module is top-level
-    from contracts import DEFAULT_MAX_BATCH, EmbeddingService, RequestError, Result, check_accept, encode_result
-    from contracts import parse_request as _parse_request
-    from embedder import load_embedder
-    from packaged_corpus import load_corpus
+    from contracts import (  # type: ignore[no-redef]
+        DEFAULT_MAX_BATCH,
+        EmbeddingService,
+        RequestError,
+        Result,
+        check_accept,
+        encode_result,
+    )
+    from contracts import parse_request as _parse_request  # type: ignore[no-redef]
+    from embedder import load_embedder  # type: ignore[no-redef]
+    from packaged_corpus import load_corpus  # type: ignore[no-redef]
 
 logger = logging.getLogger(__name__)
 

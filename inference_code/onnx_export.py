@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__:  # imported as inference_code.onnx_export (tests, the semsearch CLI)
     from .model_info import ModelInfo
 else:  # imported from SageMaker's code/ folder, where every module is top-level
-    from model_info import ModelInfo
+    from model_info import ModelInfo  # type: ignore[no-redef]
 
 ONNX_SUBDIR = "onnx"
 FILES = {"exact": "model.onnx", "fast": "model_int8.onnx"}

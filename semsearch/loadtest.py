@@ -80,37 +80,41 @@ def read_texts(path: Path | None) -> list[str]:
     return texts
 
 
+class _HttpSender:
+    """POSTs over one keep-alive connection, reconnecting after any failure."""
+
+    def __init__(self, connection_class: type[http.client.HTTPConnection], host: str, port: int | None, path: str,
+                 timeout_s: float):
+        self.connect = lambda: connection_class(host, port, timeout=timeout_s)
+        self.path = path
+        self.conn: http.client.HTTPConnection | None = None
+
+    def __call__(self, body: bytes) -> str:
+        conn = self.conn = self.conn or self.connect()
+        try:
+            conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json",
+                                                               "Accept": "application/json"})
+            response = conn.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            self.conn = None
+            raise
+        if response.getheader("Connection", "").lower() == "close":
+            conn.close()
+            self.conn = None
+        return str(response.status)
+
+
 def url_sender_factory(url: str, timeout_s: float = 60.0) -> Callable[[], Sender]:
-    """One keep-alive connection per worker thread; reconnects after any failure."""
+    """One keep-alive connection per worker thread."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
         raise UsageError(f"--url {url!r} is not an http(s) URL")
     path = parts.path if parts.path not in ("", "/") else "/invocations"
     connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-
-    def make() -> Sender:
-        conn: list[http.client.HTTPConnection | None] = [None]
-
-        def send(body: bytes) -> str:
-            if conn[0] is None:
-                conn[0] = connection_class(parts.hostname, parts.port, timeout=timeout_s)
-            try:
-                conn[0].request("POST", path, body=body, headers={"Content-Type": "application/json",
-                                                                   "Accept": "application/json"})
-                response = conn[0].getresponse()
-                response.read()
-                if response.getheader("Connection", "").lower() == "close":
-                    conn[0].close()
-                    conn[0] = None
-                return str(response.status)
-            except (OSError, http.client.HTTPException):
-                conn[0].close()
-                conn[0] = None
-                raise
-
-        return send
-
-    return make
+    return lambda: _HttpSender(connection_class, host, parts.port, path, timeout_s)
 
 
 def endpoint_sender_factory(client, endpoint: str) -> Callable[[], Sender]:

@@ -221,7 +221,11 @@ class ServerHandle:
         return f"{self.url}/endpoints/{self.name}/invocations"
 
     def stop(self) -> None:
-        """Stop accepting, let requests in flight finish, close idle connections. Idempotent."""
+        """Stop accepting, let requests in flight finish, close idle connections. Idempotent.
+
+        A request whose bytes are still unread when stop() begins counts as idle: its
+        connection closes unanswered, which HTTP clients treat as a retryable failure.
+        """
         with self._lock:
             if self._stopped:
                 return

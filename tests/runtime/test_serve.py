@@ -162,13 +162,18 @@ def test_stop_finishes_the_request_in_flight_and_closes_idle_connections(model_d
     handle = start_server(model_dir, name="graceful")
     idle = http.client.HTTPConnection("127.0.0.1", handle.port, timeout=120)
     assert request(handle, "GET", "/ping", conn=idle)[0] == 200  # then left open, idle
+
+    def wait_for_busy(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while handle.server.busy_connections() != count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert handle.server.busy_connections() == count
+
+    wait_for_busy(0)  # the ping's connection counts as idle once its answer is written
     busy = http.client.HTTPConnection("127.0.0.1", handle.port, timeout=120)
     docs = [p["text"] for p in dev_pairs[:64]]
     busy.request("POST", "/invocations", body=json.dumps(docs), headers={"Content-Type": "application/json"})
-    deadline = time.monotonic() + 60
-    while handle.server.busy_connections() < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)  # wait until the server is working on it
-    assert handle.server.busy_connections() == 1
+    wait_for_busy(1)  # the server is working on it
 
     stopper = threading.Thread(target=handle.stop)
     stopper.start()
