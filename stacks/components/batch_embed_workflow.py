@@ -14,7 +14,6 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
@@ -22,7 +21,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.catalog import INSTANCES
-from stacks.components.fine_tune_workflow import JOBS_PREFIX, jsonata
+from stacks.components.fine_tune_workflow import JOBS_PREFIX, jsonata, workflow_state_machine
 from stacks.config import JobsConfig
 
 BATCH_INPUT_PREFIX = "batch/input/"
@@ -110,17 +109,9 @@ class BatchEmbedWorkflow(Construct):
 
         has_model.when(sfn.Condition.jsonata(f"{{% $modelName = '{NO_MODEL}' %}}"), no_model)
         has_model.otherwise(transform.next(load).next(check))
-        self.state_machine = sfn.StateMachine(
-            self, "StateMachine",
-            state_machine_name=f"{name_prefix}-batch-embed",
-            query_language=sfn.QueryLanguage.JSONATA,
-            definition_body=sfn.DefinitionBody.from_chainable(resolve_model.next(has_model)),
-            timeout=cdk.Duration.hours(24),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(destination=logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH,
-                                                          removal_policy=cdk.RemovalPolicy.DESTROY),
-                                level=sfn.LogLevel.ALL),
-        )
+        self.state_machine = workflow_state_machine(self, name=f"{name_prefix}-batch-embed",
+                                                    start=resolve_model.next(has_model),
+                                                    timeout=cdk.Duration.hours(24))
         role = self.state_machine.role
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob", "sagemaker:StopTransformJob",

@@ -40,6 +40,17 @@ def jsonata(expression: str) -> str:
     return "{% " + expression + " %}"
 
 
+def workflow_state_machine(scope: Construct, *, name: str, start: sfn.IChainable,
+                           timeout: cdk.Duration) -> sfn.StateMachine:
+    """A JSONata state machine with X-Ray tracing and full execution logs for a month."""
+    return sfn.StateMachine(
+        scope, "StateMachine", state_machine_name=name, query_language=sfn.QueryLanguage.JSONATA,
+        definition_body=sfn.DefinitionBody.from_chainable(start), timeout=timeout, tracing_enabled=True,
+        logs=sfn.LogOptions(destination=logs.LogGroup(scope, "Logs", retention=logs.RetentionDays.ONE_MONTH,
+                                                      removal_policy=cdk.RemovalPolicy.DESTROY),
+                            level=sfn.LogLevel.ALL))
+
+
 class FineTuneWorkflow(Construct):
     """Train on pairs in S3, promote the tuned model only if it beats the base model.
 
@@ -246,17 +257,9 @@ class FineTuneWorkflow(Construct):
         gate.otherwise(not_promoted)
         wait.next(describe).next(deployed)
 
-        self.state_machine = sfn.StateMachine(
-            self, "StateMachine",
-            state_machine_name=f"{name_prefix}-fine-tune",
-            query_language=sfn.QueryLanguage.JSONATA,
-            definition_body=sfn.DefinitionBody.from_chainable(train.next(gate)),
-            timeout=cdk.Duration.hours(jobs.training_max_runtime_hours * 2 + 3),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(destination=logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH,
-                                                          removal_policy=cdk.RemovalPolicy.DESTROY),
-                                level=sfn.LogLevel.ALL),
-        )
+        self.state_machine = workflow_state_machine(
+            self, name=f"{name_prefix}-fine-tune", start=train.next(gate),
+            timeout=cdk.Duration.hours(jobs.training_max_runtime_hours * 2 + 3))
         role = self.state_machine.role
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
