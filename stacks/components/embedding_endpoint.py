@@ -68,7 +68,10 @@ class EmbeddingEndpoint(Construct):
                 "SAGEMAKER_SUBMIT_DIRECTORY": f"{MODEL_MOUNT}/code",
                 "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
                 "SEMSEARCH_MAX_BATCH": str(config.max_client_batch_size * 8),
-                "SEMSEARCH_MAX_TOKENS": str(model.max_tokens),
+                # One model-server worker using every core: several workers that each use all
+                # cores oversubscribe the CPU (the handler batches within a request instead).
+                "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+                "SEMSEARCH_THREADS": str(instance.vcpus),
             }
         else:
             image = images.image_uri(self, family, config.tei_version)

@@ -160,7 +160,8 @@ class FineTuneWorkflow(Construct):
                 "EnableNetworkIsolation": True,
                 "PrimaryContainer": {"Image": serving_image, "ModelDataUrl": jsonata("$modelData"), "Environment": {
                     "SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": f"{MODEL_MOUNT}/code",
-                    "SEMSEARCH_MAX_TOKENS": str(model.max_tokens)}},
+                    "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+                    "SEMSEARCH_THREADS": str(serving_instance.vcpus)}},
             },
             assign={"modelName": model_name},
         )

@@ -120,6 +120,8 @@ def test_custom_flavor_synthesizes_the_pytorch_container(tmp_path):
     container = model["Properties"]["PrimaryContainer"]
     assert container["ModelDataUrl"] == "s3://my-models-bucket/minilm/model.tar.gz"
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["Environment"]["SAGEMAKER_MODEL_SERVER_WORKERS"] == "1"
+    assert container["Environment"]["SEMSEARCH_THREADS"] == "4"  # ml.c6i.xlarge
     assert container["Image"]["Fn::FindInMap"][0].startswith("ImagePytorchInference")
     assert model["Properties"]["EnableNetworkIsolation"] is True
     mapping = template.to_json()["Mappings"][container["Image"]["Fn::FindInMap"][0]]
