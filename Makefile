@@ -27,6 +27,7 @@ help:
 	@echo "make synth   set up .venv + Node + CDK CLI, synthesize every stack into cdk.out/"
 	@echo "make dev     install what the tests and the semsearch CLI need"
 	@echo "make test    lint + the whole test suite (real OpenSearch included)"
+	@echo "make test-infra  the template tests only (no torch, no JVM; the pipeline's synth step)"
 	@echo "make bench   run the benchmarks in bench/ (JSON under bench/results/)"
 
 $(VENV)/.created:
@@ -44,7 +45,11 @@ node_modules/.installed: package.json package-lock.json $(VENV)/.synth-deps
 	node_pkg="$(NODE_PKG)" && $(VENV)/bin/node "$$node_pkg/lib/node_modules/npm/bin/npm-cli.js" ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-$(VENV)/.dev-deps: requirements-dev.txt pyproject.toml $(VENV)/.synth-deps
+$(VENV)/.infra-deps: requirements-infra.txt requirements.txt $(VENV)/.synth-deps
+	$(PIP) install -q -r requirements-infra.txt
+	@touch $@
+
+$(VENV)/.dev-deps: requirements-dev.txt requirements-infra.txt pyproject.toml $(VENV)/.synth-deps
 	$(PIP) install -q -r requirements-dev.txt
 	$(PIP) install -q --no-deps -e .
 	@touch $@
@@ -63,7 +68,8 @@ lint: dev
 test: dev lint
 	$(PY) -m pytest $(CI_TEST_ARGS)
 
-test-infra: dev
+# The template tests alone: no torch, no JVM (what the pipeline's synth step runs).
+test-infra: node_modules/.installed $(VENV)/.infra-deps $(WHEELS)
 	$(PY) -m pytest tests/infra
 
 test-runtime: dev

@@ -12,9 +12,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# The Debian pairs live in shared/ beside the checkout; SEMSEARCH_DATA_DIR points elsewhere
-# (a fresh clone in a temporary folder, for instance).
-DATA_DIR = Path(os.environ.get("SEMSEARCH_DATA_DIR") or REPO_ROOT.parent / "shared" / "data" / "debian-descriptions")
+# A fixed sample of the Debian pairs, committed with the tests (its README says where it comes
+# from): a fresh clone needs nothing beside it. The full sets are for bench/ only.
+DATA_DIR = REPO_ROOT / "tests" / "data" / "debian-sample"
+# jsii runs `node` from PATH (or JSII_NODE); under `make` the venv's Node comes first on PATH,
+# and this makes `.venv/bin/python -m pytest` use the same Node rather than the machine's.
+_VENV_NODE = REPO_ROOT / ".venv" / "bin" / "node"
+if _VENV_NODE.exists():
+    os.environ.setdefault("JSII_NODE", str(_VENV_NODE))
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +42,5 @@ def _read_jsonl(path: Path, limit: int) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def dev_pairs() -> list[dict]:
-    """The first 500 real query/document pairs of the Debian dev split."""
-    path = DATA_DIR / "dev.jsonl"
-    if not path.is_file():
-        pytest.fail(f"test data missing: {path} (the shared/ folder beside the checkout)")
-    return _read_jsonl(path, 500)
+    """The first 500 real query/document pairs of the Debian dev split (tests/data/debian-sample)."""
+    return _read_jsonl(DATA_DIR / "dev.jsonl", 500)

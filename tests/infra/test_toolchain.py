@@ -58,3 +58,87 @@ def test_checkout_node_is_the_pinned_wheel():
     assert node.resolve().is_relative_to((REPO_ROOT / ".venv").resolve()), f"{node} -> {node.resolve()}"
     version = subprocess.run([str(node), "--version"], capture_output=True, text=True, check=True).stdout.strip()
     assert version == f"v{pin[1]}"
+
+
+# --- What the pipeline's synth step installs: `make test-infra` = requirements-infra.txt ---------
+
+
+def _requirement_names(path: Path) -> set[str]:
+    names: set[str] = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            names |= _requirement_names(path.parent / line.removeprefix("-r ").strip())
+        elif line:
+            names.add(_canonical(re.split(r"[=<>!~\[; ]", line, maxsplit=1)[0]))
+    return names
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _with_dependencies(names: set[str]) -> set[str]:
+    """The names plus everything they require on this Python (as installed), transitively."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(_canonical(requirement.name))
+    return seen
+
+
+def _imported_top_level_modules(paths: list[Path]) -> set[str]:
+    import ast
+
+    modules: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules.add(node.module.split(".")[0])
+    return modules
+
+
+def test_template_tests_need_only_requirements_infra():
+    """Everything tests/infra and the app it synthesizes import comes from requirements-infra.txt,
+    so `make test-infra` (the pipeline's synth step) runs without torch or a JVM."""
+    from importlib import metadata
+
+    code = [*REPO_ROOT.glob("tests/infra/**/*.py"), *REPO_ROOT.glob("stacks/**/*.py"), REPO_ROOT / "app.py",
+            REPO_ROOT / "tests" / "conftest.py", *REPO_ROOT.glob("lambda/**/*.py")]
+    local = {p.name.removesuffix(".py") for p in [*REPO_ROOT.iterdir(), *(REPO_ROOT / "lambda").iterdir()]}
+    third_party = _imported_top_level_modules(code) - set(sys.stdlib_module_names) - local - {"__future__"}
+    allowed = _with_dependencies(_requirement_names(REPO_ROOT / "requirements-infra.txt"))
+    providers = metadata.packages_distributions()
+    missing = {module: providers.get(module) for module in third_party
+               if not {_canonical(d) for d in providers.get(module, [])} & allowed}
+    assert missing == {}, f"imported by the template tests but not in requirements-infra.txt: {missing}"
+    assert not {"torch", "transformers", "sentence-transformers"} & allowed
+
+
+def test_test_data_is_in_the_checkout():
+    """A fresh clone with nothing beside it has the Debian pairs the tests read."""
+    from tests.conftest import DATA_DIR
+
+    assert DATA_DIR.resolve().is_relative_to(REPO_ROOT.resolve()), DATA_DIR
+    lines = (DATA_DIR / "dev.jsonl").read_text().splitlines()
+    assert len(lines) == 500 and (DATA_DIR / "README.md").is_file()
+
+
+def test_no_test_reads_the_shared_folder_beside_the_checkout():
+    offenders = [str(p.relative_to(REPO_ROOT)) for p in REPO_ROOT.glob("tests/**/*.py")
+                 if p.name != "test_toolchain.py"
+                 and re.search(r"SEMSEARCH_DATA_DIR|parent\s*/\s*[\"']shared[\"']|\.\./shared", p.read_text())]
+    assert offenders == []
