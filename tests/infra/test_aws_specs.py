@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any
 
 import pytest
@@ -64,7 +65,8 @@ def _simulations(templates: Templates) -> list[tuple[str, dict[str, Any], states
 
 
 def _unique(problems: list[str]) -> list[str]:
-    return sorted(set(problems))
+    """Sorted, without repeats (job names carry $millis(): shown as <millis>)."""
+    return sorted({re.sub(r"\d{13}", "<millis>", p) for p in problems})
 
 
 # -- botocore: CloudFormation's calls and the Tasks' calls ---------------------------------------
@@ -100,9 +102,13 @@ def test_workflow_expressions_use_only_what_is_in_scope(variant):
     assert not findings, "\n".join(_unique(findings))
 
 
+#: A status still on its way somewhere: Creating, Updating, SystemUpdating, RollingBack, Deleting.
+TRANSITIONAL = re.compile(r"[a-z]ing(?=[A-Z]|$)")
+
+
 def test_deploy_wait_ends_on_every_terminal_status(variant):
     """Each Describe* poll followed by a Choice: every status botocore lists that is not a
-    transition (…ing) must leave the Wait loop, or the workflow spins until its timeout."""
+    transition must leave the Wait loop, or the workflow spins until its timeout."""
     _, templates = variant
     checked, problems = 0, []
     for _, resource, run in _simulations(templates):
@@ -127,7 +133,7 @@ def test_deploy_wait_ends_on_every_terminal_status(variant):
                     target = states.choose(definition, state["Next"], result, bound)
                     checked += 1
                     waits = target is not None and definition["States"][target]["Type"] == "Wait"
-                    if waits and not status.endswith("ing"):
+                    if waits and not TRANSITIONAL.search(status):
                         problems.append(f"{call.machine} {call.state}: {member} {status!r} is terminal but the "
                                         f"workflow goes back to {target}")
     if any(templates.all_resources("AWS::StepFunctions::StateMachine")):
@@ -181,29 +187,34 @@ def _callers(templates: Templates) -> list[callers.Caller]:
     # SageMaker execution roles of the models.
     for stack, logical_id, model in templates.all_resources("AWS::SageMaker::Model"):
         props = templates.resolve(stack, model["Properties"])
-        found.append(callers.Caller(f"{stack}/{logical_id}", props["ExecutionRoleArn"],
-                                    tuple(callers.model_role_requests(templates, stack, logical_id, props))))
-    # The glue custom resource: its functions, the connector role, the domain.
+        endpoint = next(templates.resolve(stack, e["Properties"]["EndpointName"])
+                        for e in templates.resources(stack, "AWS::SageMaker::Endpoint").values())
+        found.append(callers.Caller(f"{stack}/{logical_id}", props["ExecutionRoleArn"], tuple(
+            callers.model_role_requests(templates, stack, logical_id, props, endpoint))))
+    # The glue custom resource: its functions, the connector role, the domain (per stage).
     vpc = bool(templates.all_resources("AWS::OpenSearchService::Domain")) and all(
         "VPCOptions" in d["Properties"] for _, _, d in templates.all_resources("AWS::OpenSearchService::Domain"))
     for stack, logical_id, glue in templates.all_resources("Custom::NeuralSearch"):
+        stage = stack.rsplit("-", 1)[0]  # semsearch-<stage>
         props = templates.resolve(stack, glue["Properties"])
-        (domain_stack, domain_id, _), = [d for d in templates.all_resources("AWS::OpenSearchService::Domain")
-                                        if d[0] == stack]
-        domain_arn = templates.get_att(domain_stack, domain_id, "Arn")
+        (domain_id, _), = templates.resources(stack, "AWS::OpenSearchService::Domain").items()
+        domain_arn = templates.get_att(stack, domain_id, "Arn")
+        (key_id, _), = templates.resources(f"{stage}-storage", "AWS::KMS::Key").items()
+        key_arn = templates.get_att(f"{stage}-storage", key_id, "Arn")
+        bucket = next(name for lid in templates.resources(f"{stage}-storage", "AWS::S3::Bucket")
+                      if "artifacts" in (name := templates.ref(f"{stage}-storage", lid)))
         found.append(callers.Caller(f"{stack}/{logical_id} connector", props["ConnectorRoleArn"],
                                     tuple(callers.connector_requests(props, "ml-commons connector"))))
         for fn_stack, fn_id, fn in templates.all_resources("AWS::Lambda::Function"):
+            if not fn_stack.startswith(f"{stage}-"):
+                continue
             fn_props = templates.resolve(fn_stack, fn["Properties"])
             handler = fn_props.get("Handler", "")
             if handler.startswith("search_glue."):
                 requests = callers.glue_requests(domain_arn, props["ConnectorRoleArn"], f"{fn_stack}/{fn_id}")
             elif handler.startswith("bulk_loader."):
-                env = fn_props["Environment"]["Variables"]
-                bucket = next(b for b in (json.dumps(fn_props),) if b) and \
-                    f"semsearch-dev-artifacts-{callers.ACCOUNT}-{callers.REGION}".replace(
-                        "dev", stack.split("-")[1])
-                requests = callers.loader_requests(domain_arn, bucket, keys[next(iter(keys))], env["INDEX_NAME"],
+                requests = callers.loader_requests(domain_arn, bucket, key_arn,
+                                                   fn_props["Environment"]["Variables"]["INDEX_NAME"],
                                                    f"{fn_stack}/{fn_id}")
             else:
                 continue

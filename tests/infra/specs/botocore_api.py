@@ -1,4 +1,4 @@
-"""Validate an API request against botocore's service model (the botocore pinned in the venv).
+r"""Validate an API request against botocore's service model (the botocore pinned in the venv).
 
 botocore's own ParamValidator checks required members, unknown members and types, but not
 enums, patterns or maxima; this walker checks all of them and names the member path of each
@@ -19,7 +19,6 @@ from typing import Any
 
 import botocore.session
 import regex  # Unicode property classes (\p{L}, \p{N}, ...) as Java has them
-
 from botocore.model import OperationModel, Shape
 
 _JAVA_POSIX = {  # java.util.regex: POSIX classes match US-ASCII only
@@ -32,7 +31,7 @@ _UNICODE_CATEGORY = re.compile(r"\\[pP]\{(L|Lu|Ll|Lt|Lm|Lo|M|Mn|Mc|Me|N|Nd|Nl|No
                                r"Z|Zs|Zl|Zp|C|Cc|Cf|Co|Cn)\}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def java_pattern(pattern: str) -> regex.Pattern[str]:
     """Compile a botocore (Java) pattern with the same meaning in Python's ``regex``."""
     translated = pattern.replace(*_SUPPLEMENTARY)
@@ -44,7 +43,7 @@ def java_pattern(pattern: str) -> regex.Pattern[str]:
     return regex.compile(translated)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def service_model(service: str) -> Any:
     return botocore.session.get_session().get_service_model(service)
 

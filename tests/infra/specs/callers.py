@@ -133,11 +133,12 @@ def task_requests(call: TaskCall, key_arns: dict[str, str], alarm_arns: dict[str
                                 why=f"{why}: auto-rollback alarm"))
     if api.operation == "UpdateEndpoint" and params.get("EndpointConfigName") in config_keys:
         # botocore CreateEndpointConfig.KmsKeyId: "The KMS key policy must grant permission to the
-        # IAM role that you specify in your CreateEndpoint, UpdateEndpoint requests": SageMaker
-        # creates grants on the key for the volumes, as the caller.
+        # IAM role that you specify in your CreateEndpoint, UpdateEndpoint requests"; the caller
+        # needs kms:CreateGrant on the key (SageMaker API permissions reference,
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/api-permissions-reference.html).
         key = key_arns.get(config_keys[params["EndpointConfigName"]], config_keys[params["EndpointConfigName"]])
-        requests += [Request(f"kms:{a}", key, {"kms:GrantIsForAWSResource": "true"} if a == "CreateGrant" else {},
-                             why=f"{why}: endpoint config volume key") for a in ("CreateGrant", "DescribeKey")]
+        requests.append(Request("kms:CreateGrant", key, {"kms:GrantIsForAWSResource": "true"},
+                                why=f"{why}: endpoint config volume key"))
     return requests
 
 
@@ -228,7 +229,8 @@ def loader_requests(domain_arn: str, bucket: str, key_arn: str, index: str, why:
             Request("es:ESHttpPost", f"{domain_arn}/{index}/_bulk", why=why)]
 
 
-def model_role_requests(templates: Templates, stack: str, logical_id: str, props: dict[str, Any]) -> list[Request]:
+def model_role_requests(templates: Templates, stack: str, logical_id: str, props: dict[str, Any],
+                        endpoint: str) -> list[Request]:
     """The SageMaker execution role of a model (SAGEMAKER_ROLE_DOC): pull the image from ECR,
     read the model data, write the endpoint's logs, and in a VPC manage its ENIs."""
     why = f"{stack}/{logical_id} (SageMaker execution role; {SAGEMAKER_ROLE_DOC})"
@@ -242,7 +244,7 @@ def model_role_requests(templates: Templates, stack: str, logical_id: str, props
     if "ModelDataUrl" in container:
         bucket, _, key = container["ModelDataUrl"].removeprefix("s3://").partition("/")
         requests.append(Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{key}", why=why))
-    group = arn("logs", "log-group:/aws/sagemaker/Endpoints/semsearch-dev-cpu")
+    group = arn("logs", f"log-group:/aws/sagemaker/Endpoints/{endpoint}")
     requests += [Request("logs:CreateLogGroup", group, why=why),
                  Request("logs:CreateLogStream", f"{group}:log-stream:AllTraffic/i-0123", why=why),
                  Request("logs:PutLogEvents", f"{group}:log-stream:AllTraffic/i-0123", why=why)]

@@ -89,7 +89,7 @@ def patterns_overlap(resource: str, arn_format: str) -> bool:
     """Could one ARN match both the policy's resource (with * and ?) and the ARN format?"""
     a, b = _arn_tokens(resource, template=False), _arn_tokens(arn_format, template=True)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def go(i: int, j: int) -> bool:
         if i == len(a) and j == len(b):
             return True

@@ -32,7 +32,7 @@ def _suffix(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:12].upper()
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: one per synthesized variant, results cached on it
 class Templates:
     """All templates of one synthesized app variant, by stack name."""
 

@@ -101,9 +101,10 @@ def scope_problems(expression: str, *, available: frozenset[str], variables: set
     functions = {id(n.procedure) for n in nodes if n.type in ("function", "partial") and n.procedure is not None}
     problems = []
     for node in nodes:
-        if node.type == "path" and node.steps and node.steps[0].type == "variable" and node.steps[0].value == "states":
-            if len(node.steps) > 1 and node.steps[1].type == "name" and node.steps[1].value not in available:
-                problems.append(f"$states.{node.steps[1].value} is not available here "
+        steps = node.steps if node.type == "path" else []
+        if (len(steps) > 1 and steps[0].type == "variable" and steps[0].value == "states"
+                and steps[1].type == "name" and steps[1].value not in available):
+            problems.append(f"$states.{node.steps[1].value} is not available here "
                                 f"(available: {', '.join('$states.' + a for a in sorted(available))})")
         if node.type != "variable" or node.value in ("", "$", "states") or node.value in local:
             continue
