@@ -78,11 +78,14 @@ class SearchStack(cdk.Stack):
             "AuthMode": "sigv4",
             "Region": self.region,
             "RoleMappings": json_property(self, {
-                "all_access": [self.glue_role.role_arn, self.loader_role.role_arn, *search.admin_role_arns],
+                "all_access": [self.glue_role.role_arn, *search.admin_role_arns],
                 "ml_full_access": [self.glue_role.role_arn],
-                **({"readall": list(search.search_role_arns), "ml_read_access": list(search.search_role_arns)}
-                   if search.search_role_arns else {}),
             }),
+            # Least privilege: the glue makes one FGAC role for neural search on the index and
+            # one for bulk writes into it, each mapped to exactly these IAM roles.
+            "LoaderBackendRoles": json_property(self, [self.loader_role.role_arn]),
+            **({"SearchBackendRoles": json_property(self, list(search.search_role_arns))}
+               if search.search_role_arns else {}),
             "Name": f"semsearch-{config.name}",
             "Flavor": ep.flavor,
             "EndpointName": fronted.endpoint_name,

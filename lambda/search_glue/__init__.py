@@ -20,7 +20,14 @@ call; ServiceToken and ServiceTimeout are ignored):
     Username, Password     str   ""        AuthMode basic only (local nodes)
     CaFile                 str   ""        PEM to verify TLS with (a local node's demo CA)
     RoleMappings           JSON  {}        {"<FGAC role>": ["<backend role / IAM ARN>", ...]},
-                                           merged into the existing mappings with PATCH
+                                           merged into the existing mappings with PATCH; an
+                                           Update removes what only the old properties mapped
+    SearchBackendRoles     JSON  []        backend roles (IAM ARNs) mapped to "<physical id>-search",
+                                           a role the glue makes: search the alias and its index,
+                                           ml-commons predict (a neural query embeds as the caller)
+    LoaderBackendRoles     JSON  []        backend roles mapped to "<physical id>-loader": read the
+                                           index mapping, bulk-write into the alias and its index
+                                           (both need FGAC: AuthMode sigv4 or basic)
     ClusterSettings        JSON  {}        persistent cluster settings, applied first
   Endpoint and connector
     Name                   str   required  [a-z][a-z0-9-]{0,39}: prefix of every object name
@@ -29,7 +36,9 @@ call; ServiceToken and ServiceTimeout are ignored):
     EndpointUrl            str   (*)       explicit invocation URL (local endpoint); wins
     InferenceComponentName str   ""        the endpoint hosts the model as this inference
                                            component (scale-to-zero endpoints); sent as the
-                                           X-Amzn-SageMaker-Inference-Component header
+                                           X-Amzn-SageMaker-Inference-Component header; while
+                                           it has 0 copies the smoke test is skipped and the
+                                           watchdog reports the endpoint "asleep"
     Dimension              int   required  must equal the embedding length the endpoint returns
     ConnectorRoleArn       str   (**)      credential.roleArn: role ml-commons assumes to invoke
     ConnectorAccessKey     str   (**)      with ConnectorSecretKey: keys a self-managed node
@@ -56,7 +65,8 @@ call; ServiceToken and ServiceTimeout are ignored):
   (*) one of the two is required. (**) a role ARN, or both keys; not both.
 
 Outputs (Data): ConnectorId, ModelGroupId, ModelId, PipelineName, IndexName (the alias),
-ConcreteIndexName, SearchPipelineName ("" without HybridSearch), Dimension.
+ConcreteIndexName, SearchPipelineName ("" without HybridSearch), Dimension,
+SearchRoleName and LoaderRoleName ("" without backend roles).
 
 Physical id: "<Name>-<10 hex>", a hash of what defines the objects (domain, Name, Flavor,
 endpoint URL, Region, Dimension, index name, fields, engine, space type, HNSW parameters,
@@ -70,5 +80,6 @@ the newest remaining index). Documents are not copied: re-ingest after a model c
 Failures: every exception becomes FAILED with "<step>: <METHOD> <path> -> HTTP <status>:
 <body>" (403s add a hint naming the missing grant), after removing what that request
 created (never objects it found and adopted). Delete treats 404 as done and follows
-search pipeline -> index -> ingest pipeline -> undeploy -> model -> connector -> group.
+search pipeline -> index -> ingest pipeline -> undeploy -> model -> connector -> group
+-> search and loader roles (and their mappings).
 """

@@ -4,7 +4,8 @@ on_event   Create/Update: settings, role mappings, connector, model group, regis
            deploy request. Delete: the whole teardown. Returns the physical id.
 is_complete  waits for DEPLOYED, then the _predict smoke test (dimension check), ingest
            pipeline, k-NN index, alias, hybrid search pipeline. Returns the outputs (Data).
-watchdog   scheduled: redeploys the model if it is no longer deployed or no longer answers.
+watchdog   scheduled: redeploys the model if it is no longer deployed or no longer answers;
+           an inference component scaled to zero is reported asleep, not broken.
 
 A failed Create or Update removes the objects that request created, and only those: an
 object a repeated Create found and adopted keeps serving. Nothing here talks to CloudFormation: the Provider framework turns a returned dict into
@@ -71,7 +72,8 @@ def on_event(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     created: list[str] = []
     with _cleanup_on_failure(os, names, created):
         steps.apply_cluster_settings(os, props)
-        steps.merge_role_mappings(os, props)
+        steps.merge_role_mappings(os, props, old)
+        steps.ensure_access_roles(os, props, names, created)
         connector_id = steps.ensure_connector(
             os, props, names, created, credentials_changed=old is not None and old.credential() != props.credential())
         group_id = steps.ensure_model_group(os, names, created)
@@ -110,6 +112,8 @@ def is_complete(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         "ConcreteIndexName": names.index,
         "SearchPipelineName": search_pipeline,
         "Dimension": str(props.dimension),
+        "SearchRoleName": names.search_role if props.search_backend_roles else "",
+        "LoaderRoleName": names.loader_role if props.loader_backend_roles else "",
     }}
 
 
@@ -126,8 +130,10 @@ def _delete(event: dict[str, Any]) -> dict[str, Any]:
         log.info("delete: %r is not one of ours, nothing to do", physical_id)
         return {"PhysicalResourceId": physical_id}
     props = parse(event.get("ResourceProperties"))
+    # Without FGAC (AuthMode none) there are no roles, nor a security API to ask.
+    kinds = set(steps.KINDS) - (steps.ROLE_KINDS if props.auth_mode == "none" else set())
     try:
-        steps.teardown(OpenSearch.from_properties(props), Names(physical_id, props.index_name))
+        steps.teardown(OpenSearch.from_properties(props), Names(physical_id, props.index_name), only=kinds)
     except StepError as e:
         raise GlueFailure(str(e)) from e
     return {"PhysicalResourceId": physical_id}
@@ -135,6 +141,11 @@ def _delete(event: dict[str, Any]) -> dict[str, Any]:
 
 def watchdog(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Redeploy the model if it dropped out (a domain restart can leave it undeployed).
+
+    An endpoint whose inference component has 0 copies (scaled to zero outside its active
+    hours) is asleep, not broken: reported as ``"Endpoint": "asleep"``, nothing redeployed.
+    When the endpoint answers, its embedding length is checked against Dimension (the
+    check a night-time Create or Update had to skip).
 
     The event carries the custom resource's properties, under ``ResourceProperties`` or as
     the event itself (a scheduled rule's constant input).
@@ -148,14 +159,28 @@ def watchdog(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     hint = f"{names.connector} -> {props.invocation_url}"
     if state == "DEPLOYED":
         try:
-            steps.embed(os, model_id, [steps.SMOKE_TEXT], step="watchdog", connector_hint=hint)
-            log.info("watchdog: model %s deployed and answering", model_id)
-            return {"ModelId": model_id, "State": state, "Action": "none"}
+            endpoint = _probe(os, props, model_id, hint)
+            log.info("watchdog: model %s deployed, endpoint %s", model_id, endpoint)
+            return {"ModelId": model_id, "State": state, "Action": "none", "Endpoint": endpoint}
+        except steps.DimensionMismatch:
+            raise  # redeploying cannot fix it
         except StepError as e:
             log.warning("watchdog: model %s reads DEPLOYED but does not answer (%s): redeploying", model_id, e)
     else:
         log.warning("watchdog: model %s is %s: redeploying", model_id, state)
     os.call("watchdog", "POST", f"/_plugins/_ml/models/{model_id}/_deploy")
     steps.wait_deployed(os, model_id)
-    steps.embed(os, model_id, [steps.SMOKE_TEXT], step="watchdog", connector_hint=hint)
-    return {"ModelId": model_id, "State": "DEPLOYED", "Action": "redeployed", "PreviousState": state}
+    endpoint = _probe(os, props, model_id, hint)
+    return {"ModelId": model_id, "State": "DEPLOYED", "Action": "redeployed", "PreviousState": state,
+            "Endpoint": endpoint}
+
+
+def _probe(os: OpenSearch, props: GlueProperties, model_id: str, hint: str) -> str:
+    """"answering" (with the right dimension) or "asleep"; anything else raises StepError."""
+    try:
+        (vector,) = steps.embed(os, model_id, [steps.SMOKE_TEXT], step="watchdog", connector_hint=hint, props=props)
+    except steps.EndpointAsleep as e:
+        log.info("watchdog: endpoint asleep: %s", e.detail)
+        return "asleep"
+    steps.check_dimension(props, vector, "watchdog", "the index expects Dimension: fix the model or Dimension")
+    return "answering"

@@ -81,6 +81,10 @@ class GlueProperties:
     # An endpoint that scales to zero hosts its model as an inference component, which
     # every invocation must name (header X-Amzn-SageMaker-Inference-Component).
     inference_component: str = ""
+    # Backend roles (IAM role ARNs on AWS) given least-privilege FGAC roles the glue owns:
+    # search = neural queries on the index; loader = bulk writes into it.
+    search_backend_roles: tuple[str, ...] = ()
+    loader_backend_roles: tuple[str, ...] = ()
 
     @property
     def self_managed(self) -> bool:
@@ -218,6 +222,22 @@ class _Reader:
             return {}
         return value
 
+    def json_list(self, key: str) -> tuple[str, ...]:
+        """A list of non-empty strings, given as one or as its JSON text (CloudFormation)."""
+        value = self._get(key, False)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as e:
+                self.problems.append(f"{key}: not valid JSON ({e})")
+                return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.problems.append(f"{key}: expected a list of backend role names (IAM role ARNs)")
+            return ()
+        return tuple(dict.fromkeys(value))
+
 
 def parse(raw: Any) -> GlueProperties:
     """Validated, typed properties, or PropertyError naming every bad field."""
@@ -260,6 +280,13 @@ def parse(raw: Any) -> GlueProperties:
     if auth_mode != "sigv4" and knn_engine in NATIVE_ENGINES:
         r.problems.append(f"KnnEngine: {knn_engine!r} needs the k-NN native libraries, which a self-managed node "
                           "built from Maven Central lacks (it would crash on the first document); use lucene")
+    search_backend_roles = r.json_list("SearchBackendRoles")
+    loader_backend_roles = r.json_list("LoaderBackendRoles")
+    if auth_mode == "none":
+        for key, given in (("SearchBackendRoles", search_backend_roles), ("LoaderBackendRoles", loader_backend_roles)):
+            if given:
+                r.problems.append(f"{key}: needs fine-grained access control (AuthMode sigv4 or basic); "
+                                  "a node without security has no roles")
     text_field = r.text("TextField", default="text", pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"))
     embedding_field = r.text("EmbeddingField", default="embedding", pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"))
     if text_field == embedding_field:
@@ -303,6 +330,8 @@ def parse(raw: Any) -> GlueProperties:
         hybrid_search=r.flag("HybridSearch"),
         inference_component=r.text("InferenceComponentName", pattern=re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"),
                                    hint="expected a SageMaker inference component name"),
+        search_backend_roles=search_backend_roles,
+        loader_backend_roles=loader_backend_roles,
     )
     # A misspelt property would otherwise fall back to its default without a word.
     for key in sorted(set(raw) - r.read - CLOUDFORMATION_KEYS):

@@ -11,6 +11,7 @@ The ``ensure_*`` steps append the kind of each object they create (not adopt) to
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -35,7 +36,13 @@ SMOKE_TEXT = "semsearch smoke test"
 HYBRID_WEIGHTS = [0.3, 0.7]
 POLL_S = 1.0
 # Object kinds, in teardown order.
-KINDS = ("search_pipeline", "index", "ingest_pipeline", "model", "connector", "model_group")
+KINDS = ("search_pipeline", "index", "ingest_pipeline", "model", "connector", "model_group",
+         "search_role", "loader_role")
+ROLE_KINDS = frozenset({"search_role", "loader_role"})
+# What SageMaker answers (HTTP 400 ValidationError) when the inference component named in
+# the call has no copies: a scale-to-zero endpoint outside its active hours. ml-commons
+# passes the status on and quotes the body in its own error ("Error from remote service: ...").
+NO_CAPACITY = "Inference Component has no capacity to process this request"
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,14 @@ class Names:
         return f"{self.physical_id}-hybrid"
 
     @property
+    def search_role(self) -> str:
+        return f"{self.physical_id}-search"
+
+    @property
+    def loader_role(self) -> str:
+        return f"{self.physical_id}-loader"
+
+    @property
     def family(self) -> re.Pattern[str]:
         """Indices of every version of this resource (same Name, any hash)."""
         prefix = self.physical_id.rsplit("-", 1)[0]
@@ -85,11 +100,13 @@ def apply_cluster_settings(os: OpenSearch, props: GlueProperties) -> None:
         os.call("cluster_settings", "PUT", "/_cluster/settings", {"persistent": props.cluster_settings})
 
 
-def merge_role_mappings(os: OpenSearch, props: GlueProperties) -> None:
+def merge_role_mappings(os: OpenSearch, props: GlueProperties, old: GlueProperties | None = None) -> None:
     """Add backend roles to FGAC role mappings, keeping every mapping already there.
 
     PUT would replace a mapping's whole list; a JSON-patch ``add`` at ``/<role>/backend_roles/-``
-    appends one entry, and only the roles that are missing are appended.
+    appends one entry, and only the roles that are missing are appended. An Update takes
+    back what the previous properties mapped and these no longer do (say, the loader's role
+    leaving all_access for its own role), and nothing else.
     """
     for role, wanted in props.role_mappings.items():
         status, body = os.call("role_mapping", "GET", f"/_plugins/_security/api/rolesmapping/{role}", ok=(404,))
@@ -102,6 +119,67 @@ def merge_role_mappings(os: OpenSearch, props: GlueProperties) -> None:
         if ops:
             log.info("role_mapping: adding %s to %s", [a for a in wanted if a not in (existing or [])], role)
             os.call("role_mapping", "PATCH", "/_plugins/_security/api/rolesmapping", ops)
+    for role, before in (old.role_mappings if old else {}).items():
+        dropped = set(before) - set(props.role_mappings.get(role, []))
+        if not dropped:
+            continue
+        status, body = os.call("role_mapping", "GET", f"/_plugins/_security/api/rolesmapping/{role}", ok=(404,))
+        existing = body[role].get("backend_roles", []) if status == 200 else []
+        # Highest index first: each removal leaves the positions of the next ones unchanged.
+        positions = sorted((i for i, arn in enumerate(existing) if arn in dropped), reverse=True)
+        if positions:
+            log.info("role_mapping: removing %s from %s", [existing[i] for i in positions], role)
+            os.call("role_mapping", "PATCH", "/_plugins/_security/api/rolesmapping",
+                    [{"op": "remove", "path": f"/{role}/backend_roles/{i}"} for i in positions])
+
+
+def access_roles(props: GlueProperties, names: Names) -> dict[str, tuple[str, dict[str, Any], tuple[str, ...]]]:
+    """kind -> (FGAC role name, role body, backend roles) of the least-privilege roles.
+
+    Both reach the index by its alias and by this version's concrete index, nothing else.
+    FGAC cluster permissions cannot name a model: the search role may call predict, which
+    a neural query does as the searching user to embed the query text.
+    """
+    indices = [names.alias, names.index]
+    search = {
+        "description": f"neural search on {names.alias}: search it, embed the query with its model",
+        "cluster_permissions": ["cluster:admin/opensearch/ml/predict"],
+        "index_permissions": [{"index_patterns": indices, "allowed_actions": ["indices:data/read/search"]}],
+    }
+    loader = {
+        "description": f"bulk loader for {names.alias}: read its mapping, write documents",
+        "cluster_permissions": ["indices:data/write/bulk"],
+        "index_permissions": [{"index_patterns": indices, "allowed_actions": [
+            "indices:admin/mappings/get", "indices:data/write/bulk[s]", "indices:data/write/index"]}],
+    }
+    return {"search_role": (names.search_role, search, props.search_backend_roles),
+            "loader_role": (names.loader_role, loader, props.loader_backend_roles)}
+
+
+def ensure_access_roles(os: OpenSearch, props: GlueProperties, names: Names, created: list[str]) -> None:
+    """The search and loader roles, each mapped to exactly its backend roles.
+
+    The glue owns these roles (named after the physical id), so PUT sets the whole role and
+    the whole mapping: a backend role dropped from the properties loses its access. A role
+    with no backend roles is not made (and one an earlier Update made is removed).
+    """
+    if props.auth_mode == "none":
+        return  # no security plugin, no roles (properties refuse backend roles here)
+    for kind, (role, body, backend_roles) in access_roles(props, names).items():
+        if not backend_roles:
+            _delete_role(os, role)
+            continue
+        status, _ = os.call(kind, "GET", f"/_plugins/_security/api/roles/{role}", ok=(404,))
+        os.call(kind, "PUT", f"/_plugins/_security/api/roles/{role}", body)
+        if status == 404:
+            created.append(kind)
+        os.call(kind, "PUT", f"/_plugins/_security/api/rolesmapping/{role}", {"backend_roles": list(backend_roles)})
+        log.info("%s: %s mapped to %s", kind, role, list(backend_roles))
+
+
+def _delete_role(os: OpenSearch, role: str) -> None:
+    os.call("delete_role", "DELETE", f"/_plugins/_security/api/rolesmapping/{role}", ok=(404,))
+    os.call("delete_role", "DELETE", f"/_plugins/_security/api/roles/{role}", ok=(404,))
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,12 +344,26 @@ def undeploy(os: OpenSearch, model_id: str, timeout_s: float = 30) -> None:
 # Smoke test, pipelines, index, alias
 
 
+class EndpointAsleep(StepError):
+    """The endpoint's inference component has 0 copies: scaled to zero, not broken."""
+
+
+def scaled_to_zero(props: GlueProperties, error: StepError) -> bool:
+    """True when ``error`` is SageMaker's answer for an inference component with no copies.
+
+    Only an endpoint that hosts its model as an inference component can say so; for any
+    other endpoint the same words would be a real fault, and stay one.
+    """
+    return bool(props.inference_component) and error.status == 400 and NO_CAPACITY in json.dumps(error.body)
+
+
 def embed(os: OpenSearch, model_id: str, texts: list[str], *, step: str = "predict",
-          connector_hint: str = "", attempts: int = 4) -> list[list[float]]:
+          connector_hint: str = "", attempts: int = 4, props: GlueProperties | None = None) -> list[list[float]]:
     """The model's vectors for ``texts`` through the connector (what ingest will do).
 
     A 5xx is retried with backoff (1, 2, 4 s): right after a node restart ml-commons may
     time out fetching its master key, and a waking endpoint may refuse a first call.
+    With ``props``, an inference component with 0 copies raises EndpointAsleep.
     """
     for attempt in range(1, attempts + 1):
         try:
@@ -279,6 +371,9 @@ def embed(os: OpenSearch, model_id: str, texts: list[str], *, step: str = "predi
                               {"parameters": {"input": texts}})
             break
         except StepError as e:
+            if props is not None and scaled_to_zero(props, e):
+                raise EndpointAsleep(step, f"inference component {props.inference_component} has 0 copies "
+                                           f"(scaled to zero): {e.detail[:500]}", e.status, e.body) from e
             if 500 <= e.status < 600 and attempt < attempts:
                 log.warning("%s: attempt %d failed (%s); retrying", step, attempt, e.detail[:300])
                 time.sleep(2 ** (attempt - 1))
@@ -289,13 +384,33 @@ def embed(os: OpenSearch, model_id: str, texts: list[str], *, step: str = "predi
     return [list(o["data"]) for o in outputs]
 
 
-def smoke_test(os: OpenSearch, props: GlueProperties, model_id: str, connector_hint: str) -> None:
-    """One real embedding: its length must equal Dimension before any index is built on it."""
-    (vector,) = embed(os, model_id, [SMOKE_TEXT], connector_hint=connector_hint)
+class DimensionMismatch(StepError):
+    """The endpoint answers, with vectors of another length than Dimension."""
+
+
+def check_dimension(props: GlueProperties, vector: list[float], step: str, consequence: str) -> None:
     if len(vector) != props.dimension:
-        raise StepError("predict", f"dimension mismatch: expected {props.dimension} (Dimension), the endpoint "
-                                   f"returned {len(vector)}; no index was created")
+        raise DimensionMismatch(step, f"dimension mismatch: expected {props.dimension} (Dimension), the endpoint "
+                              f"returned {len(vector)}; {consequence}")
+
+
+def smoke_test(os: OpenSearch, props: GlueProperties, model_id: str, connector_hint: str) -> bool:
+    """One real embedding: its length must equal Dimension before any index is built on it.
+
+    Returns False, having checked nothing, when the endpoint's inference component is
+    scaled to zero (a night-time deploy): the index is then built on Dimension, which the
+    stack takes from the model catalog, and the watchdog makes the same check on its first
+    run after the component wakes.
+    """
+    try:
+        (vector,) = embed(os, model_id, [SMOKE_TEXT], connector_hint=connector_hint, props=props)
+    except EndpointAsleep as e:
+        log.warning("predict: smoke test skipped: %s. The index is built for Dimension %d unchecked; the "
+                    "watchdog checks it once the component has a copy", e.detail, props.dimension)
+        return False
+    check_dimension(props, vector, "predict", "no index was created")
     log.info("predict: %d dimensions, as expected", len(vector))
+    return True
 
 
 def ensure_ingest_pipeline(os: OpenSearch, props: GlueProperties, names: Names, model_id: str,
@@ -423,6 +538,10 @@ def teardown(os: OpenSearch, names: Names, only: set[str] | frozenset[str] = fro
     if "model_group" in only:
         for group in find_all(os, "delete_model_group", "model_groups", names.model_group):
             os.call("delete_model_group", "DELETE", f"/_plugins/_ml/model_groups/{group['id']}", ok=(404,))
+    if "search_role" in only:
+        _delete_role(os, names.search_role)
+    if "loader_role" in only:
+        _delete_role(os, names.loader_role)
     log.info("teardown: %s removed (%s)", names.physical_id, ", ".join(k for k in KINDS if k in only))
 
 

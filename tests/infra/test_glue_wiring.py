@@ -40,6 +40,7 @@ def test_properties_pass_the_glue_validator(templates, stage):
     resolved["Region"] = "us-east-1"
     resolved["ConnectorRoleArn"] = "arn:aws:iam::123456789012:role/connector"
     resolved["RoleMappings"] = json.dumps({"all_access": ["arn:aws:iam::123456789012:role/glue"]})
+    resolved["LoaderBackendRoles"] = json.dumps(["arn:aws:iam::123456789012:role/loader"])
     parsed = parse(resolved)
     assert parsed.dimension == 384
     assert parsed.flavor == "tei"
@@ -86,6 +87,9 @@ def test_watchdog_runs_on_a_schedule_with_the_same_properties(templates, stage):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_glue_maps_itself_and_the_loader_with_fgac(templates, stage):
-    mappings = json.dumps(_custom_resource(templates[(stage, "search")])["Properties"]["RoleMappings"])
+    properties = _custom_resource(templates[(stage, "search")])["Properties"]
+    mappings = json.dumps(properties["RoleMappings"])
     assert "all_access" in mappings and "ml_full_access" in mappings
-    assert "GlueRole" in mappings and "BulkLoaderRole" in mappings
+    assert "GlueRole" in mappings
+    # The loader gets the glue's least-privilege loader role, never all_access.
+    assert "BulkLoaderRole" not in mappings and "BulkLoaderRole" in json.dumps(properties["LoaderBackendRoles"])
