@@ -35,6 +35,10 @@ SEARCH_INSTANCE_TYPES = (
 TEI_VERSIONS = ("1.8.2",)
 PYTORCH_INFERENCE_VERSIONS = ("2.6.0",)
 KNN_ENGINES = ("lucene", "faiss")
+# HNSW limits. Lucene refuses a beam width (ef_construction) above 3200
+# (Lucene99HnswVectorsFormat.MAXIMUM_BEAM_WIDTH); the glue accepts up to 4096 and m up to 100.
+HNSW_M_MAX = 100
+HNSW_EF_CONSTRUCTION_MAX = {"lucene": 3200, "faiss": 4096}
 SPACE_TYPES = ("cosinesimil", "innerproduct", "l2")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _ARN_ROLE_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -116,6 +120,9 @@ class SearchConfig:
     text_field: str = "text"
     embedding_field: str = "embedding"
     knn_engine: str = "lucene"
+    #: HNSW graph parameters of the k-NN index (the glue's HnswM and HnswEfConstruction).
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 128
     #: "" derives the space type from the model (normalized → innerproduct).
     space_type: str = ""
     #: IAM roles mapped to OpenSearch's all_access role (people and CI that administer it).
@@ -478,6 +485,12 @@ def _validate_search(search: SearchConfig, endpoints: Mapping[str, EndpointConfi
         problems.append(f"{path}.volume_size_gib: bad value {search.volume_size_gib}; allowed: 10..16384")
     if search.knn_engine not in KNN_ENGINES:
         problems.append(f"{path}.knn_engine: bad value {search.knn_engine!r}; allowed: {', '.join(KNN_ENGINES)}")
+    if not 2 <= search.hnsw_m <= HNSW_M_MAX:
+        problems.append(f"{path}.hnsw_m: bad value {search.hnsw_m}; allowed: 2..{HNSW_M_MAX}")
+    ef_max = HNSW_EF_CONSTRUCTION_MAX.get(search.knn_engine, HNSW_EF_CONSTRUCTION_MAX["faiss"])
+    if not 2 <= search.hnsw_ef_construction <= ef_max:
+        problems.append(f"{path}.hnsw_ef_construction: bad value {search.hnsw_ef_construction}; allowed: 2..{ef_max} "
+                        f"for knn_engine {search.knn_engine}")
     if search.space_type and search.space_type not in SPACE_TYPES:
         problems.append(f"{path}.space_type: bad value {search.space_type!r}; allowed: '', {', '.join(SPACE_TYPES)}")
     for name in ("index_name", "pipeline_name"):

@@ -16,6 +16,7 @@ from stacks.catalog import INSTANCES
 from stacks.components.batch_embed_workflow import BATCH_INPUT_PREFIX, NO_MODEL, BatchEmbedWorkflow
 from stacks.components.embedding_endpoint import EmbeddingEndpoint
 from stacks.components.fine_tune_workflow import JOBS_PREFIX, TRAINING_PREFIX, FineTuneWorkflow
+from stacks.components.lambda_vpc import LambdaVpcPlacement
 from stacks.components.neural_search_glue import RUNTIME, lambda_code
 from stacks.config import StageConfig
 from stacks.nag import acknowledge
@@ -44,6 +45,12 @@ class JobsStack(cdk.Stack):
         self._grant_prefixes(self.execution_role, read=[TRAINING_PREFIX, BATCH_INPUT_PREFIX, JOBS_PREFIX],
                              write=[JOBS_PREFIX])
         key.grant_encrypt_decrypt(self.execution_role)
+        # Training and transform volumes encrypted with the stage key: CreateTrainingJob and
+        # CreateTransformJob need kms:CreateGrant unless this role has it (SageMaker API
+        # permissions reference; aws-cdk-lib's create-training-job.ts grants it the same way).
+        self.execution_role.add_to_policy(iam.PolicyStatement(
+            actions=["kms:CreateGrant"], resources=[key.key_arn],
+            conditions={"Bool": {"kms:GrantIsForAWSResource": True}}))
         for framework, version, instance_type in (
                 ("pytorch-training", "2.6.0", config.jobs.training_instance_type),
                 ("pytorch-inference", endpoint_config.pytorch_version, endpoint_config.instance_type),
@@ -68,11 +75,27 @@ class JobsStack(cdk.Stack):
 
         self.fine_tune = FineTuneWorkflow(
             self, "FineTune", name_prefix=prefix, jobs=config.jobs, endpoint_name=endpoint.endpoint_name,
-            endpoint=endpoint_config, rollback_alarms=[endpoint.latency_alarm, endpoint.error_5xx_alarm],
+            endpoint=endpoint_config, rollback_alarms=endpoint.rollback_alarms,
             execution_role=self.execution_role, artifacts=artifacts, kms_key=key, latest_model=self.latest_model,
             inference_component=(endpoint.inference_component_name, endpoint.compute_requirements)
             if endpoint.inference_component_name else None)
 
+        # With a VPC the domain answers only inside it: the loader runs there too.
+        lambda_vpc = LambdaVpcPlacement(self, "LambdaVpc", vpc=config.vpc) if config.vpc else None
+        if lambda_vpc is not None:
+            lambda_vpc.grant_eni(loader_role)
+        # The role (search stack) has no logging policy: it may write this one group only. The
+        # group has a fixed name so that the grant names it without a reference back to this stack.
+        loader_log_group_name = f"/aws/lambda/{prefix}-bulk-loader"
+        loader_logs = logs.LogGroup(self, "BulkLoaderLogs", log_group_name=loader_log_group_name,
+                                    retention=logs.RetentionDays.ONE_MONTH, removal_policy=cdk.RemovalPolicy.DESTROY)
+        loader_role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[self.format_arn(service="logs", resource="log-group", resource_name=loader_log_group_name,
+                                       arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME) + ":*"]))
+        acknowledge(loader_role, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
+                                 f"<AWS::AccountId>:log-group:{loader_log_group_name}:*]",
+                    "Lambda names the loader's log streams at run time inside its one log group")
         self.loader = lambda_.Function(
             self, "BulkLoader", runtime=RUNTIME, architecture=lambda_.Architecture.ARM_64,
             code=lambda_code("bulk_loader"), handler="bulk_loader.handler.handler", role=loader_role,
@@ -80,8 +103,7 @@ class JobsStack(cdk.Stack):
             description="Writes batch-transform embeddings into the OpenSearch index with _bulk",
             environment={"OPENSEARCH_URL": domain_url, "INDEX_NAME": index_name, "AUTH_MODE": "sigv4",
                          "EMBEDDING_FIELD": config.search.embedding_field, "TEXT_FIELD": config.search.text_field},
-            log_group=logs.LogGroup(self, "BulkLoaderLogs", retention=logs.RetentionDays.ONE_MONTH,
-                                    removal_policy=cdk.RemovalPolicy.DESTROY),
+            log_group=loader_logs, **(lambda_vpc.function_props if lambda_vpc else {}),
         )
         self._grant_prefixes(loader_role, read=[f"{JOBS_PREFIX}batch/"], write=[])
         key.grant_decrypt(self.loader)
@@ -128,7 +150,8 @@ class JobsStack(cdk.Stack):
                 acknowledge(machine.role, f"AwsSolutions-IAM5[Resource::{sagemaker_arn}:{kind}/{prefix}]",
                             f"each run creates a new {kind} named per run under this stage's prefix")
             acknowledge(machine.role, "AwsSolutions-IAM5[Resource::*]",
-                        "X-Ray tracing (PutTraceSegments, PutTelemetryRecords) has no resource-level permissions")
+                        "X-Ray tracing (PutTraceSegments, PutTelemetryRecords) has no resource-level permissions; "
+                        "the .sync SageMaker integration needs sagemaker:ListTags on '*', as AWS documents it")
         loader_id = self.resolve(self.get_logical_id(self.loader.node.default_child))  # type: ignore[arg-type]
         acknowledge(self.batch_embed.state_machine.role, f"AwsSolutions-IAM5[Resource::<{loader_id}.Arn>:*]",
                     "invokes exactly the bulk loader; ':*' covers its versions")

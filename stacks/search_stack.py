@@ -9,6 +9,7 @@ from constructs import Construct
 
 from stacks.components.connector_role import ConnectorRole
 from stacks.components.embedding_endpoint import EmbeddingEndpoint
+from stacks.components.lambda_vpc import LambdaVpcPlacement
 from stacks.components.neural_search_glue import NeuralSearchGlue, json_property
 from stacks.components.search_domain import SearchDomain
 from stacks.config import StageConfig
@@ -32,7 +33,8 @@ class SearchStack(cdk.Stack):
         self.glue_role = iam.Role(
             self, "GlueRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="Neural-search glue: FGAC master user that creates the connector, model, pipeline, index")
-        self.connector = ConnectorRole(self, "Connector", endpoints=[fronted])
+        self.connector = ConnectorRole(self, "Connector", endpoints=[fronted], domain_arn=self.format_arn(
+            service="es", resource="domain", resource_name=domain_name(config.name)))
         self.connector.grant_pass_role(self.glue_role)
 
         self.search = SearchDomain(self, "Search", domain_name=domain_name(config.name), config=config.search,
@@ -73,7 +75,9 @@ class SearchStack(cdk.Stack):
 
         ep = config.connector_endpoint
         search = config.search
-        self.glue = NeuralSearchGlue(self, "Glue", role=self.glue_role, properties={
+        # With a VPC the domain answers only inside it: the glue must run there too.
+        self.lambda_vpc = LambdaVpcPlacement(self, "LambdaVpc", vpc=config.vpc) if config.vpc else None
+        self.glue = NeuralSearchGlue(self, "Glue", role=self.glue_role, vpc=self.lambda_vpc, properties={
             "OpenSearchUrl": self.search.endpoint_url,
             "AuthMode": "sigv4",
             "Region": self.region,
@@ -96,6 +100,8 @@ class SearchStack(cdk.Stack):
             "TextField": search.text_field,
             "EmbeddingField": search.embedding_field,
             "KnnEngine": search.knn_engine,
+            "HnswM": search.hnsw_m,
+            "HnswEfConstruction": search.hnsw_ef_construction,
             "SpaceType": config.space_type,
             "NumberOfReplicas": 0 if search.data_node_count == 1 else 1,
             "IngestBatchSize": ep.max_client_batch_size,

@@ -21,7 +21,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.catalog import INSTANCES
-from stacks.components.fine_tune_workflow import JOBS_PREFIX, jsonata, workflow_state_machine
+from stacks.components.fine_tune_workflow import JOBS_PREFIX, fail_on_error, jsonata, workflow_state_machine
 from stacks.config import JobsConfig
 
 BATCH_INPUT_PREFIX = "batch/input/"
@@ -86,9 +86,7 @@ class BatchEmbedWorkflow(Construct):
                 "DataProcessing": {"JoinSource": "Input"},
             },
         })
-        transform_failed = sfn.Fail(self, "TransformFailed", error="TransformFailed",
-                                    cause=jsonata("$states.input.Cause ? $states.input.Cause : 'transform job failed'"))
-        transform.add_catch(transform_failed, errors=["States.ALL"])
+        fail_on_error(self, transform, "TransformFailed", "the transform job")
 
         load = tasks.LambdaInvoke(
             self, "BulkLoad", lambda_function=loader,
@@ -97,8 +95,7 @@ class BatchEmbedWorkflow(Construct):
             retry_on_service_exceptions=True,
             outputs=jsonata("$states.result.Payload"),
         )
-        load_failed = sfn.Fail(self, "LoadFailed", error="LoadFailed", cause=jsonata("$states.input.Cause"))
-        load.add_catch(load_failed, errors=["States.ALL"])
+        fail_on_error(self, load, "LoadFailed", "the bulk load")
         check = sfn.Choice(self, "AllDocumentsIndexed")
         check.when(sfn.Condition.jsonata("{% $states.input.documents_in = $states.input.documents_indexed and "
                                          "$states.input.documents_failed = 0 %}"), sfn.Succeed(self, "Loaded"))
@@ -113,11 +110,18 @@ class BatchEmbedWorkflow(Construct):
                                                     start=resolve_model.next(has_model),
                                                     timeout=cdk.Duration.hours(24))
         role = self.state_machine.role
+        # createTransformJob.sync, as AWS documents it for Step Functions
+        # (https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html, and aws-cdk-lib's
+        # aws-stepfunctions-tasks/lib/sagemaker/create-transform-job.ts): the job, AddTags (Step
+        # Functions tags the job it starts, aws/aws-cdk#26012), ListTags on "*", and the managed
+        # EventBridge rule that reports the job's end. The job runs with the model's own role:
+        # CreateTransformJob passes none.
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob", "sagemaker:StopTransformJob",
                      "sagemaker:AddTags"],
             resources=[stack.format_arn(service="sagemaker", resource="transform-job",
                                         resource_name=f"{name_prefix}-*")]))
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["sagemaker:ListTags"], resources=["*"]))
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
             resources=[stack.format_arn(service="events", resource="rule",

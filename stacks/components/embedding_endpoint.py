@@ -182,13 +182,13 @@ class EmbeddingEndpoint(Construct):
             "InvocationsPerInstance", target_value=config.target_invocations_per_instance, predefined_metric=tracked,
             scale_in_cooldown=cdk.Duration.minutes(5), scale_out_cooldown=cdk.Duration.minutes(1))
         if active_hours is not None:
-            start, end = active_hours
-            # Weekdays only: Friday's evening scale-in holds through the weekend.
+            (wake_hour, wake_days), (sleep_hour, sleep_days) = weekday_schedule(*active_hours)
+            # Weekdays only: Friday's scale-in holds through the weekend.
             self.scalable_target.scale_on_schedule(
-                "WakeUp", schedule=appscaling.Schedule.cron(minute="0", hour=str(start), week_day="MON-FRI"),
+                "WakeUp", schedule=appscaling.Schedule.cron(minute="0", hour=str(wake_hour), week_day=wake_days),
                 min_capacity=config.min_capacity, max_capacity=config.max_capacity)
             self.scalable_target.scale_on_schedule(
-                "Sleep", schedule=appscaling.Schedule.cron(minute="0", hour=str(end % 24), week_day="MON-FRI"),
+                "Sleep", schedule=appscaling.Schedule.cron(minute="0", hour=str(sleep_hour), week_day=sleep_days),
                 min_capacity=0, max_capacity=0)
 
         self.latency_alarm = self.metric_model_latency(statistic="p99").create_alarm(
@@ -211,13 +211,35 @@ class EmbeddingEndpoint(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         self.alarms: list[cloudwatch.Alarm] = [self.latency_alarm, self.error_5xx_alarm, self.error_4xx_alarm]
+        # Blue/green and rolling updates roll back on these alarms: "Ensure that your IAM execution
+        # role has permission to perform the cloudwatch:DescribeAlarms action on the auto-rollback
+        # alarms" (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html).
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["cloudwatch:DescribeAlarms"], resources=[a.alarm_arn for a in self.rollback_alarms]))
+
+    @property
+    def rollback_alarms(self) -> list[cloudwatch.Alarm]:
+        """The alarms that roll a model update back: p99 latency and 5xx errors."""
+        return [self.latency_alarm, self.error_5xx_alarm]
 
     # -- grants --------------------------------------------------------------------------
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Allow ``grantee`` to call InvokeEndpoint on this endpoint only."""
+        """Allow ``grantee`` to call InvokeEndpoint on this endpoint (and its inference component) only.
+
+        A request that names an inference component is authorized against both the endpoint
+        and ``inference-component/<name>`` (resource types of sagemaker:InvokeEndpoint in the
+        Service Authorization Reference).
+        """
         return iam.Grant.add_to_principal(grantee=grantee, actions=["sagemaker:InvokeEndpoint"],
-                                          resource_arns=[self.endpoint_arn])
+                                          resource_arns=[self.endpoint_arn, *self.inference_component_arns])
+
+    @property
+    def inference_component_arns(self) -> list[str]:
+        if self.inference_component_name is None:
+            return []
+        return [cdk.Stack.of(self).format_arn(service="sagemaker", resource="inference-component",
+                                              resource_name=self.inference_component_name.lower())]
 
     # -- metrics ---------------------------------------------------------------------------
 
@@ -284,6 +306,20 @@ class EmbeddingEndpoint(Construct):
                      "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
                      "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"],
             resources=["*"]))
+
+
+def weekday_schedule(start: int, end: int) -> tuple[tuple[int, str], tuple[int, str]]:
+    """(hour, cron days) to wake up and to sleep for active hours [start, end) UTC, Monday to Friday.
+
+    A day that ends at 24 ends at 00:00 of the next day: Tuesday to Saturday, so Friday's
+    day ends on Saturday morning and the weekend stays asleep. 00-24 is one block, from
+    Monday 00:00 to Saturday 00:00 (a wake-up and a sleep at the same minute would race).
+    """
+    if end < 24:
+        return (start, "MON-FRI"), (end, "MON-FRI")
+    if start == 0:
+        return (0, "MON"), (0, "SAT")
+    return (start, "MON-FRI"), (0, "TUE-SAT")
 
 
 def _object_key(s3_uri: str) -> str:

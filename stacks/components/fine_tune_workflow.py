@@ -13,6 +13,8 @@ from train.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -34,10 +36,28 @@ from training_code import contract
 TRAINING_PREFIX = "training/"
 JOBS_PREFIX = "jobs/"
 GAIN_METRIC = f"eval:gain:{contract.PRIMARY_METRIC}"
+#: Terminal statuses other than InService of SageMaker's EndpointStatus (OutOfService, Failed,
+#: UpdateRollbackFailed) and InferenceComponentStatus (Failed): the deploy wait stops on them.
+FAILED_STATUSES = ("OutOfService", "Failed", "UpdateRollbackFailed")
 
 
 def jsonata(expression: str) -> str:
     return "{% " + expression + " %}"
+
+
+def fail_on_error(scope: Construct, step: sfn.State, name: str, what: str) -> sfn.Fail:
+    """Catch every error of ``step`` into a Fail state named ``name`` that reports its cause.
+
+    ``$states.errorOutput`` exists only inside a Catch's Output and Assign
+    (https://docs.aws.amazon.com/step-functions/latest/dg/workflow-variables.html), so the
+    Catch passes Error and Cause on as the Fail state's input, and the Fail state reads them there.
+    """
+    fail = sfn.Fail(scope, name, error=name,
+                    cause=jsonata(f"$exists($states.input.Cause) ? $states.input.Cause : '{what} failed'"))
+    step.add_catch(fail, errors=["States.ALL"],  # type: ignore[attr-defined]
+                   outputs={"Error": jsonata("$states.errorOutput.Error"),
+                            "Cause": jsonata("$states.errorOutput.Cause")})
+    return fail
 
 
 def workflow_state_machine(scope: Construct, *, name: str, start: sfn.IChainable,
@@ -67,7 +87,7 @@ class FineTuneWorkflow(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, jobs: JobsConfig,
-                 endpoint_name: str, endpoint: EndpointConfig, rollback_alarms: list[cloudwatch.IAlarm],
+                 endpoint_name: str, endpoint: EndpointConfig, rollback_alarms: Sequence[cloudwatch.IAlarm],
                  execution_role: iam.IRole, artifacts: s3.IBucket, kms_key: kms.IKey,
                  latest_model: ssm.IStringParameter,
                  inference_component: tuple[str, dict[str, int]] | None = None) -> None:
@@ -139,9 +159,7 @@ class FineTuneWorkflow(Construct):
                 "metrics": jsonata("$states.result.FinalMetricDataList"),
             },
         })
-        training_failed = sfn.Fail(self, "TrainingFailed", error="TrainingFailed",
-                                   cause=jsonata("$states.input.Cause ? $states.input.Cause : 'training job failed'"))
-        train.add_catch(training_failed, errors=["States.ALL"])
+        fail_on_error(self, train, "TrainingFailed", "the training job")
 
         gate = sfn.Choice(self, "TunedBeatsBase", comment=f"promote only if {GAIN_METRIC} >= {jobs.min_ndcg_gain}")
         metrics_missing = sfn.Fail(self, "MetricsMissing", error="MetricsMissing",
@@ -236,18 +254,20 @@ class FineTuneWorkflow(Construct):
             parameters={"Name": latest_model.parameter_name, "Value": jsonata("$modelName"), "Overwrite": True},
         )
         deploy_failed = sfn.Fail(self, "DeployFailed", error="DeployFailed",
-                                 cause=jsonata("'endpoint update failed: ' & $failure"))
+                                 cause=jsonata("'the update ended in status ' & $status & ': ' & $failure"))
         rolled_back = sfn.Fail(self, "RolledBack", error="RolledBack",
                                cause=jsonata("'the endpoint rolled back to ' & $liveConfig & ' (an alarm fired)'"))
         deployed = sfn.Choice(self, "Deployed")
         deployed.when(sfn.Condition.jsonata("{% $status = 'InService' and $liveConfig = $modelName %}"),
                       record.next(sfn.Succeed(self, "Promoted")))
         deployed.when(sfn.Condition.jsonata("{% $status = 'InService' %}"), rolled_back)
-        deployed.when(sfn.Condition.jsonata("{% $status in ['Failed', 'OutOfService'] %}"), deploy_failed)
+        # Every other status that no longer changes by itself ends the run; only the
+        # transitional ones (Creating, Updating, SystemUpdating, RollingBack, Deleting) wait.
+        terminal = ", ".join(f"'{s}'" for s in FAILED_STATUSES)
+        deployed.when(sfn.Condition.jsonata(f"{{% $status in [{terminal}] %}}"), deploy_failed)
         deployed.otherwise(wait)
         for step in (create_model, *rollout, describe, record):
-            step.add_catch(sfn.Fail(self, f"{step.node.id}Failed", error=f"{step.node.id}Failed",
-                                    cause=jsonata("$states.errorOutput.Cause")), errors=["States.ALL"])
+            fail_on_error(self, step, f"{step.node.id}Failed", step.node.id)
 
         gate.when(sfn.Condition.jsonata("{% $gain = null %}"), metrics_missing)
         promote: sfn.INextable = create_model
@@ -262,13 +282,37 @@ class FineTuneWorkflow(Construct):
             self, name=f"{name_prefix}-fine-tune", start=train.next(gate),
             timeout=cdk.Duration.hours(jobs.training_max_runtime_hours * 2 + 3))
         role = self.state_machine.role
+        # createTrainingJob.sync, as AWS documents it for Step Functions
+        # (https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html, and aws-cdk-lib's
+        # aws-stepfunctions-tasks/lib/sagemaker/create-training-job.ts): the job, ListTags on "*",
+        # AddTags (Step Functions tags the job it starts), the managed EventBridge rule that
+        # reports the job's end, and PassRole of the execution role to SageMaker only.
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
                      "sagemaker:AddTags"],
             resources=[stack.format_arn(service="sagemaker", resource="training-job", resource_name=f"{name_prefix}-*")]))
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["sagemaker:ListTags"], resources=["*"]))
         role.add_to_principal_policy(iam.PolicyStatement(
-            # The .sync integration watches the job through this managed EventBridge rule.
             actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
             resources=[stack.format_arn(service="events", resource="rule",
                                         resource_name="StepFunctionsGetEventsForSageMakerTrainingJobsRule")]))
-        execution_role.grant_pass_role(role)
+        grant_pass_to_sagemaker(execution_role, role)
+        # Automatic rollback reads the alarms it watches: "Ensure that your IAM execution role has
+        # permission to perform the cloudwatch:DescribeAlarms action on the auto-rollback alarms"
+        # (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html).
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["cloudwatch:DescribeAlarms"], resources=[a.alarm_arn for a in rollback_alarms]))
+        if inference_component is None and endpoint.volume_kms_supported:
+            # UpdateEndpoint onto a config with a KmsKeyId needs kms:CreateGrant
+            # (https://docs.aws.amazon.com/sagemaker/latest/dg/api-permissions-reference.html);
+            # the grant can only be for an AWS resource (SageMaker's instances), never for us.
+            role.add_to_principal_policy(iam.PolicyStatement(
+                actions=["kms:CreateGrant"], resources=[kms_key.key_arn],
+                conditions={"Bool": {"kms:GrantIsForAWSResource": True}}))
+
+
+def grant_pass_to_sagemaker(execution_role: iam.IRole, grantee: iam.IGrantable) -> iam.Grant:
+    """iam:PassRole of the SageMaker execution role, to SageMaker only."""
+    return iam.Grant.add_to_principal(
+        grantee=grantee, actions=["iam:PassRole"], resource_arns=[execution_role.role_arn],
+        conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}})

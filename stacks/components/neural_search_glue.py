@@ -20,6 +20,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from stacks.components.lambda_vpc import LambdaVpcPlacement
 from stacks.nag import acknowledge
 
 LAMBDA_ROOT = Path(__file__).resolve().parents[2] / "lambda"
@@ -42,14 +43,16 @@ class NeuralSearchGlue(Construct):
       role: the function's role; must be the domain's FGAC master user (it maps roles).
       properties: the custom resource properties (lambda/search_glue contract); tokens allowed.
       watchdog_rate: how often the watchdog checks that the model is deployed (default 15 min).
+      vpc: run every function (ours and the Provider framework's) in these subnets (default: none).
 
     ``resource`` exposes the outputs: ``get_att_string("ModelId")``, "IndexName", ...
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, role: iam.Role, properties: dict[str, Any],
-                 watchdog_rate: cdk.Duration | None = None) -> None:
+                 watchdog_rate: cdk.Duration | None = None, vpc: LambdaVpcPlacement | None = None) -> None:
         super().__init__(scope, construct_id)
         watchdog_rate = watchdog_rate or cdk.Duration.minutes(15)
+        placement: dict[str, Any] = vpc.function_props if vpc is not None else {}
         role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaBasicExecutionRole"))
         acknowledge(role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                           "AWSLambdaBasicExecutionRole]",
@@ -57,7 +60,7 @@ class NeuralSearchGlue(Construct):
         common: dict[str, Any] = {
             "runtime": RUNTIME, "code": lambda_code("search_glue"), "role": role,
             "memory_size": 256, "architecture": lambda_.Architecture.ARM_64,
-            "environment": {"LOG_LEVEL": "INFO"},
+            "environment": {"LOG_LEVEL": "INFO"}, **placement,
         }
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH,
                                   removal_policy=cdk.RemovalPolicy.DESTROY)
@@ -70,12 +73,26 @@ class NeuralSearchGlue(Construct):
                                             timeout=cdk.Duration.minutes(2),
                                             description="neural-search glue: poll model registration/deploy",
                                             **common)
+        # The Provider framework's own functions run with these roles (CDK would otherwise make
+        # them with the AWS-managed logging and VPC policies): each writes exactly their log
+        # group. Two roles, as CDK makes them: one would be its own dependency (onEvent starts
+        # the waiter state machine, which invokes isComplete).
+        provider_logs = logs.LogGroup(self, "ProviderLogs", retention=logs.RetentionDays.ONE_MONTH,
+                                      removal_policy=cdk.RemovalPolicy.DESTROY)
+        self.provider_roles = [
+            iam.Role(self, f"Provider{kind}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                     description=f"CDK Provider framework of the neural-search glue: {what}")
+            for kind, what in (("OnEvent", "onEvent function"), ("Waiter", "isComplete and onTimeout functions"))]
+        for provider_role in (role, *self.provider_roles):
+            if provider_role is not role:
+                provider_logs.grant_write(provider_role)
+            if vpc is not None:
+                vpc.grant_eni(provider_role)
         self.provider = cr.Provider(self, "Provider", on_event_handler=self.on_event,
                                     is_complete_handler=self.is_complete, query_interval=cdk.Duration.seconds(5),
-                                    total_timeout=cdk.Duration.minutes(15),
-                                    log_group=logs.LogGroup(self, "ProviderLogs",
-                                                            retention=logs.RetentionDays.ONE_MONTH,
-                                                            removal_policy=cdk.RemovalPolicy.DESTROY))
+                                    total_timeout=cdk.Duration.minutes(15), log_group=provider_logs,
+                                    framework_on_event_role=self.provider_roles[0],
+                                    framework_complete_and_timeout_role=self.provider_roles[1], **placement)
         self.resource = cdk.CustomResource(self, "Resource", service_token=self.provider.service_token,
                                            resource_type="Custom::NeuralSearch", properties=properties,
                                            service_timeout=SERVICE_TIMEOUT)
@@ -90,15 +107,12 @@ class NeuralSearchGlue(Construct):
         for fn in (self.on_event, self.is_complete, self.watchdog):
             acknowledge(fn, "AwsSolutions-L1",
                         "pinned to python3.12, the runtime this code is tested against; bump deliberately")
-        acknowledge(self.provider, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                                   "AWSLambdaBasicExecutionRole]",
-                    "CDK Provider framework functions: the AWS-managed policy only writes their logs")
         stack = cdk.Stack.of(self)
         invoked = [self.on_event, self.is_complete,
                    *(c for c in self.provider.node.find_all() if isinstance(c, lambda_.Function))]
         for fn in invoked:
             logical_id = stack.resolve(stack.get_logical_id(fn.node.default_child))  # type: ignore[arg-type]
-            acknowledge(self.provider, f"AwsSolutions-IAM5[Resource::<{logical_id}.Arn>:*]",
+            acknowledge(self, f"AwsSolutions-IAM5[Resource::<{logical_id}.Arn>:*]",
                         "CDK Provider framework: invokes exactly this function; ':*' covers its versions")
         acknowledge(self.provider, "AwsSolutions-L1", "CDK Provider framework runtime is chosen by aws-cdk-lib")
         acknowledge(self.provider, "AwsSolutions-SF1", "CDK Provider framework waiter state machine")

@@ -86,12 +86,16 @@ class SearchDomain(Construct):
             suppress_logs_resource_policy=True,
             **vpc_settings,  # type: ignore[arg-type]
         )
-        logs.ResourcePolicy(self, "LogsResourcePolicy", policy_statements=[iam.PolicyStatement(
-            principals=[iam.ServicePrincipal("es.amazonaws.com")],
-            actions=["logs:PutLogEvents", "logs:CreateLogStream"],
-            resources=[g.log_group_arn for g in log_groups.values()],
-            conditions={"StringEquals": {"aws:SourceAccount": cdk.Aws.ACCOUNT_ID}},
-        )])
+        self.logs_resource_policy = logs.ResourcePolicy(
+            self, "LogsResourcePolicy", policy_statements=[iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("es.amazonaws.com")],
+                actions=["logs:PutLogEvents", "logs:CreateLogStream"],
+                resources=[g.log_group_arn for g in log_groups.values()],
+                conditions={"StringEquals": {"aws:SourceAccount": cdk.Aws.ACCOUNT_ID}},
+            )])
+        # CreateDomain with log publishing fails unless OpenSearch may already write to the
+        # groups; CDK's L2 orders the domain after the policy it creates, so we do the same.
+        self.domain.node.add_dependency(self.logs_resource_policy)
         # FGAC authorizes each request; the resource policy only limits callers to this
         # account's IAM principals (never "*"). Set on the CfnDomain directly: the L2's
         # add_access_policies deploys a Lambda-backed custom resource for the same thing.
