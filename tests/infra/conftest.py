@@ -59,3 +59,31 @@ def templates(app) -> dict[tuple[str, str], Any]:
         for kind in ("storage", "model", "search", "jobs", "ops"):
             found[(stage_name, kind)] = assertions.Template.from_stack(getattr(stage, kind))
     return found
+
+
+#: The synth variants users deploy, beyond the default cdk.json: (dotted context keys).
+SPEC_VARIANTS: dict[str, dict[str, str]] = {
+    "custom": {"dev.endpoints.cpu.flavor": "custom",
+               "dev.endpoints.cpu.model_data_s3_uri": "s3://my-models-bucket/minilm/model.tar.gz"},
+    "active_hours": {"dev.ops.active_hours_utc": "07-19"},
+    "vpc": {"dev.vpc": json.dumps({"vpc_id": "vpc-0123456789abcdef0", "availability_zones": ["us-east-1a"],
+                                   "subnet_ids": ["subnet-0123456789abcdef0"],
+                                   "security_group_ids": ["sg-0123456789abcdef0"]})},
+}
+
+
+@pytest.fixture(scope="session")
+def variant_app(app, tmp_path_factory):
+    """variant_app(name): the app synthesized once per session for "default" or a SPEC_VARIANTS
+    entry (those synthesize the dev stage only)."""
+    apps = {"default": app}
+
+    def get(name: str):
+        if name not in apps:
+            ctx = default_context()
+            ctx["stage"] = "dev"
+            ctx.update(SPEC_VARIANTS[name])
+            apps[name] = synth(ctx, tmp_path_factory.mktemp(f"cdk.out.{name}"))[0]
+        return apps[name]
+
+    return get
