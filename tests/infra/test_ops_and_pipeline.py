@@ -117,16 +117,93 @@ def test_pipeline_source_is_the_configured_codestar_connection(pipeline):
     assert config["ConnectionArn"].startswith("arn:aws:codeconnections:")
 
 
-def test_pipeline_synth_step_runs_make_test_then_make_synth(pipeline):
+def test_pipeline_synth_step_runs_the_template_tests_then_synth_on_a_sized_image(pipeline):
     projects = pipeline.find_resources("AWS::CodeBuild::Project")
-    specs = [json.loads(p["Properties"]["Source"]["BuildSpec"]) for p in projects.values()
-             if "BuildSpec" in p["Properties"]["Source"]]
-    commands = [s["phases"]["build"]["commands"] for s in specs if "build" in s.get("phases", {})]
-    assert ["make test", "make synth"] in commands
+    (synth,) = [p["Properties"] for p in projects.values() if "BuildSpec" in p["Properties"]["Source"]
+                and "make synth" in json.loads(p["Properties"]["Source"]["BuildSpec"])["phases"]["build"]["commands"]]
+    spec = json.loads(synth["Source"]["BuildSpec"])
+    # `make test` would need torch and a JVM; the template tests need neither.
+    assert spec["phases"]["build"]["commands"] == ["make test-infra", "make synth"]
+    assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11"}
+    assert synth["Environment"]["Image"] == "aws/codebuild/standard:7.0"
+    assert synth["Environment"]["ComputeType"] == "BUILD_GENERAL1_MEDIUM"
+
+
+def test_make_test_infra_exists_and_needs_no_dev_install():
+    import subprocess
+
+    from tests.infra.conftest import REPO_ROOT
+
+    database = subprocess.run(["make", "-C", str(REPO_ROOT), "-pn", "test-infra"], capture_output=True, text=True).stdout
+    (rule,) = [line for line in database.splitlines() if line.startswith("test-infra:")]
+    assert ".infra-deps" in rule and "dev" not in rule.split(":", 1)[1].split()
 
 
 def test_pipeline_is_self_mutating(pipeline):
     assert any(s["Name"] == "UpdatePipeline" for s in _stages(pipeline))
+
+
+# --- One deploy path: cdk.json's "deploy" picks the CDK pipeline or GitHub Actions ---------------
+
+
+def test_default_config_deploys_through_the_pipeline_only(app):
+    assert load_config(default_context()).deploy == "pipeline"
+    assert app.node.try_find_child("Pipeline") is not None
+
+
+def test_deploy_github_builds_no_pipeline():
+    from app import build_app
+
+    ctx = copy.deepcopy(default_context())
+    ctx["deploy"] = "github"
+    assert load_config(ctx).pipeline is None
+    assert build_app(ctx).node.try_find_child("Pipeline") is None  # constructs only, no synth
+
+
+def test_bad_deploy_path_is_named():
+    ctx = default_context()
+    ctx["deploy"] = "jenkins"
+    with pytest.raises(ConfigError) as raised:
+        load_config(ctx)
+    assert raised.value.problems == ["deploy: bad value 'jenkins'; allowed: pipeline, github"]
+    del ctx["pipeline"]
+    ctx["deploy"] = "pipeline"
+    with pytest.raises(ConfigError) as raised:
+        load_config(ctx)
+    assert [p.split(";")[0] for p in raised.value.problems] == ["pipeline: missing"]
+
+
+@pytest.mark.parametrize("deploy", ["pipeline", "github"])
+def test_deploy_path_command_prints_the_configured_path(tmp_path, deploy):
+    import subprocess
+    import sys
+
+    from tests.infra.conftest import REPO_ROOT
+
+    cdk_json = json.loads((REPO_ROOT / "cdk.json").read_text())
+    cdk_json["context"]["deploy"] = deploy
+    (tmp_path / "cdk.json").write_text(json.dumps(cdk_json))
+    done = subprocess.run([sys.executable, "-m", "stacks.deploy_path"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO_ROOT)})
+    assert (done.returncode, done.stdout) == (0, f"deploy={deploy}\n"), done.stderr
+
+
+def test_deploy_workflow_deploys_only_when_the_config_says_github():
+    import yaml
+
+    from tests.infra.conftest import REPO_ROOT
+
+    jobs = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "deploy.yml").read_text())["jobs"]
+    (read,) = [s for s in jobs["deploy-path"]["steps"] if "run" in s]
+    assert read["run"] == 'python -m stacks.deploy_path >> "$GITHUB_OUTPUT"'
+    assert jobs["deploy-path"]["outputs"] == {"deploy": "${{ steps." + read["id"] + ".outputs.deploy }}"}
+    assert not any("aws-actions" in s.get("uses", "") for s in jobs["deploy-path"]["steps"])
+    assert jobs["deploy-dev"]["needs"] == "deploy-path"
+    assert jobs["deploy-dev"]["if"] == "needs.deploy-path.outputs.deploy == 'github'"
+    # Every job that deploys waits for deploy-dev (so for the gate); none runs on its own.
+    for name, job in jobs.items():
+        if name not in ("deploy-path", "deploy-dev"):
+            assert job["needs"] == "deploy-dev", name
 
 
 def test_bad_pipeline_config_is_named():
