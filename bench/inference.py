@@ -35,14 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._data import data_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUEST_SIZE = 32
 #: Untimed pause between a baseline call and a server call (see the module docstring).
 SETTLE_S = 0.1
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("SEMSEARCH_DATA_DIR") or REPO_ROOT.parent / "shared" / "data" / "debian-descriptions")
 
 
 def read_pairs(limit: int) -> list[dict]:

@@ -21,6 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
+from bench._data import data_dir
 from semsearch.local.ingest import bulk_ingest
 from semsearch.local.opensearch import pinned_versions
 from semsearch.local.stack import LocalStack
@@ -28,7 +29,6 @@ from semsearch.models import packaged_model_dir
 from semsearch.search import CANDIDATES, search
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("SEMSEARCH_DATA_DIR") or REPO_ROOT.parent / "shared" / "data" / "debian-descriptions")
 
 
 def _free_port() -> int:
@@ -43,7 +43,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run(docs: int, queries: int, k: int) -> dict:
-    pairs = [json.loads(line) for line in (DATA / "dev.jsonl").open()][: max(docs, queries)]
+    pairs = [json.loads(line) for line in (data_dir() / "dev.jsonl").open()][: max(docs, queries)]
     stack = LocalStack("bench")
     stack.down(purge=True)
     ports = {"opensearch_port": _free_port(), "endpoint_port": _free_port()}

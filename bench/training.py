@@ -25,11 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._data import data_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("SEMSEARCH_DATA_DIR") or REPO_ROOT.parent / "shared" / "data" / "debian-descriptions")
 
 
 def _cpu_name() -> str:
