@@ -73,7 +73,7 @@ def on_event(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     with _cleanup_on_failure(os, names, created):
         steps.apply_cluster_settings(os, props)
         steps.merge_role_mappings(os, props, old)
-        steps.ensure_access_roles(os, props, names, created)
+        steps.ensure_access_roles(os, props, names, created, old)
         connector_id = steps.ensure_connector(
             os, props, names, created, credentials_changed=old is not None and old.credential() != props.credential())
         group_id = steps.ensure_model_group(os, names, created)
@@ -130,8 +130,10 @@ def _delete(event: dict[str, Any]) -> dict[str, Any]:
         log.info("delete: %r is not one of ours, nothing to do", physical_id)
         return {"PhysicalResourceId": physical_id}
     props = parse(event.get("ResourceProperties"))
-    # Without FGAC (AuthMode none) there are no roles, nor a security API to ask.
-    kinds = set(steps.KINDS) - (steps.ROLE_KINDS if props.auth_mode == "none" else set())
+    # The roles exist only while their properties name backend roles (an Update that drops
+    # them removes the role); otherwise the security API is not asked at all.
+    kinds = set(steps.KINDS) - {kind for kind, given in (("search_role", props.search_backend_roles),
+                                                         ("loader_role", props.loader_backend_roles)) if not given}
     try:
         steps.teardown(OpenSearch.from_properties(props), Names(physical_id, props.index_name), only=kinds)
     except StepError as e:

@@ -38,7 +38,6 @@ POLL_S = 1.0
 # Object kinds, in teardown order.
 KINDS = ("search_pipeline", "index", "ingest_pipeline", "model", "connector", "model_group",
          "search_role", "loader_role")
-ROLE_KINDS = frozenset({"search_role", "loader_role"})
 # What SageMaker answers (HTTP 400 ValidationError) when the inference component named in
 # the call has no copies: a scale-to-zero endpoint outside its active hours. ml-commons
 # passes the status on and quotes the body in its own error ("Error from remote service: ...").
@@ -156,18 +155,22 @@ def access_roles(props: GlueProperties, names: Names) -> dict[str, tuple[str, di
             "loader_role": (names.loader_role, loader, props.loader_backend_roles)}
 
 
-def ensure_access_roles(os: OpenSearch, props: GlueProperties, names: Names, created: list[str]) -> None:
+def ensure_access_roles(os: OpenSearch, props: GlueProperties, names: Names, created: list[str],
+                        old: GlueProperties | None = None) -> None:
     """The search and loader roles, each mapped to exactly its backend roles.
 
     The glue owns these roles (named after the physical id), so PUT sets the whole role and
     the whole mapping: a backend role dropped from the properties loses its access. A role
-    with no backend roles is not made (and one an earlier Update made is removed).
+    with no backend roles is not made, and an Update that drops the last one removes it.
     """
     if props.auth_mode == "none":
         return  # no security plugin, no roles (properties refuse backend roles here)
+    before = access_roles(old, names) if old else {}
     for kind, (role, body, backend_roles) in access_roles(props, names).items():
         if not backend_roles:
-            _delete_role(os, role)
+            if kind in before and before[kind][2]:
+                _delete_role(os, role)
+                log.info("%s: %s removed (no backend roles any more)", kind, role)
             continue
         status, _ = os.call(kind, "GET", f"/_plugins/_security/api/roles/{role}", ok=(404,))
         os.call(kind, "PUT", f"/_plugins/_security/api/roles/{role}", body)

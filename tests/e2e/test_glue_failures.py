@@ -187,7 +187,8 @@ def test_watchdog_redeploys_an_undeployed_model(opensearch, make_props):
     props = make_props("e2e-watch")
     result = run_custom_resource("Create", props)
     model_id = result["Data"]["ModelId"]
-    assert handler.watchdog({"ResourceProperties": props}) == {"ModelId": model_id, "State": "DEPLOYED", "Action": "none"}
+    assert handler.watchdog({"ResourceProperties": props}) == {"ModelId": model_id, "State": "DEPLOYED", "Action": "none",
+                                                               "Endpoint": "answering"}
     opensearch.request("POST", f"/_plugins/_ml/models/{model_id}/_undeploy")
     outcome = handler.watchdog(props)  # a scheduled rule's constant input: the properties themselves
     assert outcome["Action"] == "redeployed" and outcome["State"] == "DEPLOYED"
