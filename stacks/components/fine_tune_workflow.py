@@ -229,7 +229,8 @@ class FineTuneWorkflow(Construct):
                                              resource_name=component_name)
             update = tasks.CallAwsService(
                 self, "RollingUpdate", service="sagemaker", action="updateInferenceComponent",
-                iam_resources=[component_arn, endpoint_arn],
+                # inference-component is its only resource type (Service Authorization Reference).
+                iam_resources=[component_arn],
                 parameters={
                     "InferenceComponentName": component_name,
                     "Specification": {"ModelName": jsonata("$modelName"), "ComputeResourceRequirements": compute},
