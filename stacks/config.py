@@ -169,7 +169,12 @@ class OpsConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class VpcConfig:
-    """Place endpoints and the domain in existing subnets (no lookups: synth stays offline)."""
+    """Place endpoints, the domain and every function in existing subnets (no lookups: synth stays offline).
+
+    The security groups must let their members reach each other on HTTPS (the glue and the bulk
+    loader call the domain), and the subnets need a route (NAT, or VPC endpoints) to S3, Lambda
+    and Step Functions: the CDK Provider framework's functions call them to run the glue.
+    """
 
     vpc_id: str
     availability_zones: tuple[str, ...]
