@@ -19,7 +19,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 CDK := $(VENV)/bin/node node_modules/aws-cdk/bin/cdk
 CI_TEST_ARGS ?=
 
-.PHONY: synth dev test lint test-infra test-runtime test-e2e bench clean help
+.PHONY: synth wheels dev test lint test-infra test-runtime test-e2e bench clean help
 
 help:
 	@echo "make synth   set up .venv + Node + CDK CLI, synthesize every stack into cdk.out/"
@@ -52,12 +52,22 @@ $(VENV)/.dev-deps: requirements-dev.txt requirements-infra.txt pyproject.toml $(
 	$(PIP) install -q --no-deps -e .
 	@touch $@
 
-synth: node_modules/.installed
+# The wheels the custom flavor's handler installs offline in the SageMaker container
+# (inference_code/wheels.lock); the training job's source bundle carries them, so synth needs them.
+WHEELS := build/inference-wheels/.downloaded
+
+$(WHEELS): inference_code/wheels.lock $(VENV)/.synth-deps
+	$(PY) -m semsearch.container_wheels $(@D)
+	@touch $@
+
+wheels: $(WHEELS)
+
+synth: node_modules/.installed $(WHEELS)
 	rm -rf cdk.out
 	$(CDK) synth --quiet --no-notices --output cdk.out
 	@$(PY) -m stacks.summary cdk.out
 
-dev: node_modules/.installed $(VENV)/.dev-deps
+dev: node_modules/.installed $(VENV)/.dev-deps $(WHEELS)
 
 lint: dev
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,9 @@ Layout (what SageMaker unpacks into /opt/ml/model)::
     corpus/embeddings.npy     with --corpus: passage embeddings for mode nn_train_data
     corpus/ids.json
     code/inference.py ...     inference_code/, the handler; code/requirements.txt
+    code/wheels/*.whl         what the handler needs beyond the container's packages, which
+                              code/requirements.txt installs from there: the endpoint has no
+                              network (semsearch/container_wheels.py)
 
 Before writing anything the catalog entry is checked against the model's own files
 (dimension, pooling, normalization, prefixes): a mismatch would deploy an index whose
@@ -19,11 +22,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
+from semsearch import container_wheels
 from semsearch.errors import UsageError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -73,11 +78,14 @@ def _link_tree(src: Path, dst: Path) -> None:
             os.symlink(path.resolve(), dst / path.name)
 
 
-def _copy_code(dst: Path) -> None:
+def _copy_code(dst: Path, wheels: list[Path]) -> None:
     dst.mkdir()
     for path in sorted(CODE_DIR.iterdir()):
         if path.is_file() and path.suffix in (".py", ".txt"):
             (dst / path.name).write_bytes(path.read_bytes())
+    (dst / container_wheels.CODE_SUBDIR).mkdir()
+    for wheel in wheels:
+        os.symlink(wheel.resolve(), dst / container_wheels.CODE_SUBDIR / wheel.name)
 
 
 def read_corpus(path: Path) -> tuple[list, list[str]]:
@@ -108,8 +116,21 @@ def read_corpus(path: Path) -> tuple[list, list[str]]:
     return ids, texts
 
 
+def container_wheel_files(wheels_dir: Path | None) -> list[Path]:
+    """The locked wheels: from ``wheels_dir`` as they are, or downloaded once into build/."""
+    try:
+        if wheels_dir is not None:
+            return container_wheels.wheel_files(wheels_dir)
+        return container_wheels.download()
+    except container_wheels.WheelsMissing as e:
+        raise UsageError(f"--wheels-dir: {e}") from None
+    except subprocess.CalledProcessError as e:
+        raise UsageError(f"downloading the wheels in {container_wheels.LOCK.name} from PyPI failed (pip exit "
+                         f"status {e.returncode}); offline, pass --wheels-dir with them") from None
+
+
 def build_package(model_dir: Path, out: Path, *, model_id: str, corpus: Path | None = None,
-                  log=lambda message: print(message, file=sys.stderr)) -> dict:
+                  wheels_dir: Path | None = None, log=lambda message: print(message, file=sys.stderr)) -> dict:
     """Write ``out`` (model.tar.gz); returns a summary of what went in."""
     from inference_code.embedder import load_embedder
     from inference_code.model_info import read_model_info
@@ -121,16 +142,18 @@ def build_package(model_dir: Path, out: Path, *, model_id: str, corpus: Path | N
     if problems:
         raise UsageError(f"{model_dir} does not match the catalog: " + "; ".join(problems))
     corpus_rows = read_corpus(corpus) if corpus else None
+    wheels = container_wheel_files(wheels_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="semsearch-package-") as tmp:
         stage = Path(tmp) / "model"
         stage.mkdir()
         _link_tree(model_dir, stage)
         (stage / "semsearch.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _copy_code(stage / "code")
+        _copy_code(stage / "code", wheels)
         log("exporting ONNX (fp32 and int8)")
         export(read_model_info(stage), stage / ONNX_SUBDIR)
-        summary = {"out": str(out), "model_id": model_id, "dimension": manifest["dimension"], "corpus_documents": 0}
+        summary = {"out": str(out), "model_id": model_id, "dimension": manifest["dimension"], "corpus_documents": 0,
+                   "wheels": len(wheels)}
         if corpus_rows:
             ids, texts = corpus_rows
             log(f"embedding {len(texts)} corpus documents")
@@ -159,6 +182,8 @@ def register(subparsers) -> None:
     p.add_argument("--model-id", default=None, help="catalog entry the model is checked against and described by "
                    "(default: all-MiniLM-L6-v2)")
     p.add_argument("--corpus", help="JSON Lines of {id, text}: embedded now, searched by mode nn_train_data")
+    p.add_argument("--wheels-dir", help="folder holding the wheels of inference_code/wheels.lock, for a machine "
+                   "without PyPI (default: build/inference-wheels, downloaded there once)")
     p.set_defaults(func=run)
 
 
@@ -167,6 +192,8 @@ def run(args) -> int:
 
     model_dir = resolve_model_dir(args.model_dir)
     corpus = Path(args.corpus) if args.corpus else None
-    summary = build_package(model_dir, Path(args.out), model_id=args.model_id or DEFAULT_MODEL_ID, corpus=corpus)
+    wheels_dir = Path(args.wheels_dir) if args.wheels_dir else None
+    summary = build_package(model_dir, Path(args.out), model_id=args.model_id or DEFAULT_MODEL_ID, corpus=corpus,
+                            wheels_dir=wheels_dir)
     print(json.dumps(summary))
     return 0

@@ -446,8 +446,13 @@ def save_model(model, config: Config, code_dir: Path | None) -> None:
     if code_dir is not None:
         shutil.copytree(code_dir, model_dir / contract.CODE_DIR_NAME, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", ".*"))
-        if not (model_dir / contract.CODE_DIR_NAME / "requirements.txt").is_file():
+        code = model_dir / contract.CODE_DIR_NAME
+        if not (code / "requirements.txt").is_file():
             log.warning("%s has no requirements.txt: the inference container installs nothing extra", code_dir)
+        elif not any((code / "wheels").glob("*.whl")):
+            # The endpoint runs with network isolation: requirements.txt installs from wheels/ only.
+            log.warning("%s has no wheels/: the model will not start in the SageMaker container (no network "
+                        "there); the source bundle carries them (make wheels)", code_dir)
 
 
 _LEGACY_POOLING_KEYS = {

@@ -11,11 +11,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import tarfile
 from pathlib import Path
 
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
+
+from semsearch import container_wheels
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _SKIP = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
@@ -28,33 +31,48 @@ def build_tarball(folders: dict[str, Path], files: dict[str, Path], out_dir: Pat
         for path in sorted(folder.rglob("*")):
             if path.is_file() and not _SKIP.intersection(path.relative_to(folder).parts) and path.suffix != ".pyc":
                 entries.append((f"{prefix}/{path.relative_to(folder).as_posix()}", path))
+    entries.sort()
+    # Named by what goes in, so a synth with unchanged inputs reuses the tarball: compressing
+    # the wheels takes seconds, hashing them a fraction of one.
+    digest = hashlib.sha256()
+    for name, path in entries:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    out = out_dir / f"sourcedir-{digest.hexdigest()[:16]}.tar.gz"
+    if out.exists():
+        return out
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, path in sorted(entries):
+        for name, path in entries:
             data = path.read_bytes()
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
-    packed = gzip.compress(raw.getvalue(), mtime=0)
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"sourcedir-{hashlib.sha256(packed).hexdigest()[:16]}.tar.gz"
-    if not out.exists():
-        out.write_bytes(packed)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    partial.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    partial.replace(out)
     return out
+
+
+def build_training_bundle(out_dir: Path) -> Path:
+    """The training job's source tarball; see TrainingSourceBundle."""
+    training = REPO_ROOT / "training_code"
+    files = {p.name: p for p in sorted(training.iterdir()) if p.is_file() and p.suffix != ".pyc"}
+    for wheel in container_wheels.wheel_files():
+        files[f"inference_code/{container_wheels.CODE_SUBDIR}/{wheel.name}"] = wheel
+    return build_tarball(folders={"inference_code": REPO_ROOT / "inference_code"}, files=files, out_dir=out_dir)
 
 
 class TrainingSourceBundle(Construct):
     """training_code/ at the archive root (train.py is the entry point) plus the inference
-    handler as ./inference_code, which the job copies into the model as code/."""
+    handler as ./inference_code, which the job copies into the model as code/. The handler's
+    wheels go along as ./inference_code/wheels/: the model it writes is served with network
+    isolation, so code/requirements.txt installs from them (semsearch/container_wheels.py).
+    They must be in build/inference-wheels/ already (`make wheels`): synth never downloads."""
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
-        training = REPO_ROOT / "training_code"
-        tarball = build_tarball(
-            folders={"inference_code": REPO_ROOT / "inference_code"},
-            files={p.name: p for p in sorted(training.iterdir()) if p.is_file() and p.suffix != ".pyc"},
-            out_dir=REPO_ROOT / "build" / "bundles",
-        )
+        tarball = build_training_bundle(REPO_ROOT / "build" / "bundles")
         self.asset = s3_assets.Asset(self, "Asset", path=str(tarball))
 
     @property

@@ -58,7 +58,13 @@ def test_layout_is_what_sagemaker_unpacks(unpacked):
     assert manifest == {"model_id": "all-MiniLM-L6-v2", "hf_id": "sentence-transformers/all-MiniLM-L6-v2",
                         "dimension": 384, "max_tokens": 256, "pooling": "mean", "normalize": True,
                         "query_prefix": "", "passage_prefix": ""}
-    assert "onnxruntime==" in (unpacked / "code/requirements.txt").read_text()
+    # code/requirements.txt installs from code/wheels only: the endpoint has no network
+    # (tests/runtime/test_container_offline.py starts it that way).
+    assert "--no-index" in (unpacked / "code/requirements.txt").read_text()
+    from semsearch import container_wheels
+
+    assert sorted(p.name for p in (unpacked / "code/wheels").iterdir()) == \
+        sorted(p.name for p in container_wheels.wheel_files())
     assert np.load(unpacked / "corpus/embeddings.npy").shape == (N_DOCS, 384)
 
 

@@ -1,0 +1,186 @@
+"""Start a model the way the SageMaker PyTorch inference container does, with no network.
+
+What runs for real: CPython 3.12, torch 2.6.0 and the SageMaker PyTorch inference toolkit
+from PyPI (tests/runtime/sagemaker_pytorch_container.txt), the toolkit's own requirements
+install (``sagemaker_inference.model_server._install_requirements``, as its
+``torchserve.start_torchserve`` calls it) and its handler service (``HandlerService``), inside
+``unshare -n``: a network namespace with no interface but a downed loopback.
+
+What stands in, and for what:
+
+- The container's site-packages is a venv cached under build/ and kept read-only: each start
+  gets a thin venv on the same interpreter that sees it through a .pth file, so what the
+  requirements install adds or upgrades lands in the thin venv, as it would land on top of
+  the container's packages, and the cached venv stays free of the handler's dependencies.
+- TorchServe (Java) does not run: the worker process it would start is a Python process
+  with the environment the toolkit prepared (PYTHONPATH = code/), calling the handler
+  service's ``initialize`` and ``handle`` with ``Context``, which stands in for TorchServe's
+  request context with the members the toolkit uses.
+- /opt/ml is a temporary folder named by ``SAGEMAKER_BASE_DIR``, the toolkit's own setting
+  for it; the model is unpacked into its ``model/``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONTAINER_REQUIREMENTS = Path(__file__).with_name("sagemaker_pytorch_container.txt")
+VENV = REPO_ROOT / "build" / "sagemaker-pytorch-py312"
+STAMP = VENV / ".installed"
+#: Settings of this machine and of the test session that the container does not have.
+ENV_SKIP = ("PIP_", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "SAGEMAKER_", "HF_", "TRANSFORMERS_", "SEMSEARCH_")
+
+
+def _python312() -> str:
+    pyenv_root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() \
+        if shutil.which("pyenv") else ""
+    candidates = sorted(glob.glob(f"{pyenv_root}/versions/3.12*/bin/python3.12")) if pyenv_root else []
+    found = candidates[-1] if candidates else shutil.which("python3.12")
+    if not found:
+        raise RuntimeError("no CPython 3.12 (the container's Python): install it with pyenv or as python3.12")
+    return found
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This machine's pip settings (find-links, cert) and offline switches are not the container's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_SKIP)}
+    env.update(extra)
+    return env
+
+
+def container_venv() -> Path:
+    """The cached stand-in for the container's Python (minutes and a few GB the first time;
+    pip's cache makes a rebuild offline). Rebuilt when the requirements file changes."""
+    digest = hashlib.sha256(CONTAINER_REQUIREMENTS.read_bytes()).hexdigest()
+    if STAMP.is_file() and STAMP.read_text() == digest:
+        return VENV
+    shutil.rmtree(VENV, ignore_errors=True)
+    subprocess.run([_python312(), "-m", "venv", str(VENV)], check=True)
+    pip = [str(VENV / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "install", "-q"]
+    subprocess.run([*pip, "pip==25.3"], check=True, env=_clean_env())
+    subprocess.run([*pip, "-r", str(CONTAINER_REQUIREMENTS)], check=True, env=_clean_env())
+    STAMP.write_text(digest)
+    return VENV
+
+
+def _site_packages(venv: Path) -> Path:
+    (found,) = (venv / "lib").glob("python3.*/site-packages")
+    return found
+
+
+def layered_env(base: Path, where: Path) -> Path:
+    """A thin venv over ``base``: writes land here, ``base`` is read through a .pth file."""
+    subprocess.run([str(base / "bin" / "python"), "-m", "venv", "--without-pip", str(where)], check=True)
+    (_site_packages(where) / "_container_site.pth").write_text(str(_site_packages(base)) + "\n")
+    return where / "bin" / "python"
+
+
+def unpack(model_tar_gz: Path, opt_ml: Path) -> Path:
+    """model.tar.gz into <opt_ml>/model, as SageMaker unpacks it into /opt/ml/model."""
+    model = opt_ml / "model"
+    model.mkdir(parents=True)
+    with tarfile.open(model_tar_gz) as tar:
+        tar.extractall(model, filter="data")
+    return model
+
+
+# The container's start up to TorchServe's launch (start_torchserve), then the worker.
+_START = textwrap.dedent('''
+    import json, os, subprocess, sys
+    from sagemaker_inference import model_server
+    from sagemaker_pytorch_serving_container import torchserve
+
+    torchserve._set_python_path()  # code/ on PYTHONPATH, for TorchServe's workers
+    if os.path.exists(model_server.REQUIREMENTS_PATH):
+        try:
+            model_server._install_requirements()
+        except ValueError as e:
+            print(json.dumps({"install_error": str(e)}))
+            sys.exit(3)
+    worker = subprocess.run([sys.executable, "-c", sys.argv[1], sys.argv[2]], cwd=os.environ["TMPDIR"])
+    sys.exit(worker.returncode)
+''')
+
+_WORKER = textwrap.dedent('''
+    import json, sys
+    from sagemaker_inference import environment
+    from sagemaker_pytorch_serving_container.handler_service import HandlerService
+
+    class RequestProcessor:
+        def __init__(self, headers):
+            self.headers = headers
+        def get_request_properties(self):
+            return self.headers
+
+    class Context:
+        """Stands in for TorchServe's request context: the members the toolkit uses."""
+        def __init__(self, headers):
+            self.system_properties = {"model_dir": environment.model_dir, "gpu_id": None}
+            self.request_processor = [RequestProcessor(headers)]
+            self.status, self.content_type = 200, None
+        def set_response_status(self, code, phrase):
+            self.status = code
+        def set_response_content_type(self, idx, content_type):
+            self.content_type = content_type
+
+    service = HandlerService()
+    service.initialize(Context({}))
+    results = []
+    for body, content_type, accept in json.loads(sys.argv[1]):
+        context = Context({"Content-Type": content_type, "Accept": accept})
+        out = service.handle([{"body": body.encode()}], context)[0]
+        results.append([context.status, out if isinstance(out, str) else out.decode()])
+
+    # The GPU path (PyTorch + transformers) on this CPU, to prove it imports and agrees.
+    import embedder
+    texts = ["ssh client", "portable network graphics library"]
+    torch_vectors = embedder.load_embedder(environment.model_dir, backend="torch").embed(texts).tolist()
+    onnx_vectors = embedder.load_embedder(environment.model_dir, backend="onnx").embed(texts).tolist()
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("semsearch", "stacks", "inference_code"))
+    print(json.dumps({"results": results, "torch": torch_vectors, "onnx": onnx_vectors, "leaked": leaked}))
+''')
+
+
+def _netns_prefix() -> list[str]:
+    # root: a plain network namespace; otherwise inside a user namespace mapped to root.
+    return ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-r", "-n"]
+
+
+def start_offline(model_tar_gz: Path, work: Path, cases: list, *, timeout: float = 900) -> dict:
+    """Unpack, install code/requirements.txt and serve ``cases`` [(body, content type, accept)],
+    all with no network. Returns {"results", "torch", "onnx", "leaked"}, or {"install_error",
+    "stdout"} when the toolkit's requirements install failed."""
+    opt_ml = work / "opt-ml"
+    unpack(model_tar_gz, opt_ml)
+    python = layered_env(container_venv(), work / "container-env")
+    tmp = work / "tmp"
+    tmp.mkdir()
+    env = _clean_env(SAGEMAKER_BASE_DIR=str(opt_ml), TMPDIR=str(tmp), HOME=str(tmp),
+                     SEMSEARCH_CACHE_DIR=str(tmp / "semsearch-cache"))
+    result = subprocess.run([*_netns_prefix(), str(python), "-c", _START, _WORKER, json.dumps(cases)],
+                            capture_output=True, text=True, timeout=timeout, cwd="/", env=env)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode == 3:
+        return {"install_error": json.loads(lines[-1])["install_error"], "stdout": result.stdout,
+                "stderr": result.stderr}
+    if result.returncode != 0:
+        raise AssertionError(f"the container exited with {result.returncode}:\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-8000:]}")
+    out = json.loads(lines[-1])
+    out["stderr"] = result.stderr
+    return out
+
+
+if __name__ == "__main__":  # build the cached venv ahead of the test: python tests/runtime/sagemaker_container.py
+    print(container_venv())
+    sys.exit(0)
