@@ -54,11 +54,11 @@ def build_tarball(folders: dict[str, Path], files: dict[str, Path], out_dir: Pat
     return out
 
 
-def build_training_bundle(out_dir: Path) -> Path:
+def build_training_bundle(out_dir: Path, wheels_dir: Path = container_wheels.WHEEL_DIR) -> Path:
     """The training job's source tarball; see TrainingSourceBundle."""
     training = REPO_ROOT / "training_code"
     files = {p.name: p for p in sorted(training.iterdir()) if p.is_file() and p.suffix != ".pyc"}
-    for wheel in container_wheels.wheel_files():
+    for wheel in container_wheels.wheel_files(wheels_dir):
         files[f"inference_code/{container_wheels.CODE_SUBDIR}/{wheel.name}"] = wheel
     return build_tarball(folders={"inference_code": REPO_ROOT / "inference_code"}, files=files, out_dir=out_dir)
 

@@ -152,6 +152,18 @@ def test_requirements_install_only_from_the_shipped_wheels():
     assert requirement_names() and requirement_names() <= set(container_wheels.locked())
 
 
+def test_synth_without_the_wheels_names_the_make_target(tmp_path):
+    from stacks.components.source_bundle import build_training_bundle
+
+    (tmp_path / "wheels").mkdir()
+    with pytest.raises(container_wheels.WheelsMissing) as e:
+        build_training_bundle(tmp_path / "bundle", wheels_dir=tmp_path / "wheels")
+    n = len(container_wheels.locked())
+    assert f"lacks {n} of the {n} wheels in inference_code/wheels.lock (onnxruntime==1.31.1," in str(e.value)
+    assert "run `make wheels`" in str(e.value)
+    assert not (tmp_path / "bundle").exists()
+
+
 @pytest.mark.slow
 def test_the_packaged_model_starts_and_serves_every_contract_with_no_network(packaged, model_dir, tmp_path):
     served = sagemaker_container.start_offline(packaged, tmp_path, contract_cases())
