@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import sys
 import pytest
 
 from stacks.catalog import MODELS
-from stacks.config import ConfigError, load_config
+from stacks.config import ConfigError, EndpointConfig, load_config
 from tests.infra.conftest import REPO_ROOT, default_context
 
 
@@ -64,6 +65,15 @@ def test_dimension_that_disagrees_with_the_catalog_is_rejected():
     ctx["dev.endpoints.cpu.dimension"] = "768"
     assert _errors(ctx) == ["stages.dev.endpoints.cpu.dimension: 768 disagrees with the catalog's 384 for "
                             "all-MiniLM-L6-v2; allowed: 384 (or omit it)"]
+
+
+def test_dimension_is_the_catalogs_and_a_config_may_only_repeat_it():
+    assert "dimension" not in {f.name for f in dataclasses.fields(EndpointConfig)}  # one source: the catalog
+    ctx = default_context()
+    ctx["dev.endpoints.cpu.dimension"] = "384"
+    assert load_config(ctx).stage("dev").endpoints["cpu"].model.dimension == 384
+    ctx["dev.endpoints.cpu.dimension"] = "wide"
+    assert _errors(ctx) == ["stages.dev.endpoints.cpu.dimension: bad value 'wide'; allowed: an integer"]
 
 
 def test_unknown_stage_is_rejected():
