@@ -9,7 +9,6 @@ golden estimates. Figures are list-price estimates, never a quote.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from collections.abc import Mapping
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from semsearch.errors import UsageError
-from stacks.config import ConfigError, StageConfig, active_hours, load_config
+from stacks.config import ConfigError, StageConfig, active_hours, deep_merge, load_config
 
 # AWS bills a month as 730 hours (8,760 h / 12) in its price pages and calculator.
 HOURS_PER_MONTH = 730.0
@@ -43,14 +42,6 @@ NOT_INCLUDED = ("Not included: S3, data transfer, CloudWatch logs/metrics/alarms
 
 # ---------------------------------------------------------------------------------------
 # Price table
-
-
-def _deep_merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
-    for key, value in other.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value)
-        else:
-            into[key] = copy.deepcopy(value)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -114,7 +105,7 @@ def load_prices(override: Path | None = None, default: Path | None = None) -> Pr
     data = _read_json(default, "price table")
     files = [default]
     if override is not None:
-        _deep_merge(data, _read_json(override, "price"))
+        deep_merge(data, _read_json(override, "price"))
         files.append(override)
     return PriceTable(data, files)
 
