@@ -1,7 +1,10 @@
-"""Where the benchmarks find the full Debian query/document pairs (not a benchmark itself)."""
+"""Where the benchmarks find the full Debian query/document pairs, and how they (and the tests,
+for their committed sample) read them. Not a benchmark itself."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 from pathlib import Path
 
@@ -19,3 +22,9 @@ def data_dir() -> Path:
         raise SystemExit(f"bench: {', '.join(missing)} not found in {path}; set SEMSEARCH_DATA_DIR to the folder "
                          "with the full Debian pairs (train.jsonl, dev.jsonl)")
     return path
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
+    """The first ``limit`` rows (every row when None) of a JSON Lines file of pairs."""
+    with path.open() as f:
+        return [json.loads(line) for line in itertools.islice(f, limit)]

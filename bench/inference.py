@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._data import data_dir
+from bench._data import data_dir, read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUEST_SIZE = 32
@@ -44,8 +44,7 @@ SETTLE_S = 0.1
 
 
 def read_pairs(limit: int) -> list[dict]:
-    with (data_dir() / "dev.jsonl").open() as f:
-        return [json.loads(line) for line, _ in zip(f, range(limit), strict=False)]
+    return read_jsonl(data_dir() / "dev.jsonl", limit)
 
 
 class Server:

@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bench._data import data_dir
+from bench._data import data_dir, read_jsonl
 from semsearch.local.ingest import bulk_ingest
 from semsearch.local.opensearch import pinned_versions
 from semsearch.local.stack import LocalStack
@@ -43,7 +43,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run(docs: int, queries: int, k: int) -> dict:
-    pairs = [json.loads(line) for line in (data_dir() / "dev.jsonl").open()][: max(docs, queries)]
+    pairs = read_jsonl(data_dir() / "dev.jsonl", max(docs, queries))
     stack = LocalStack("bench")
     stack.down(purge=True)
     ports = {"opensearch_port": _free_port(), "endpoint_port": _free_port()}

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._data import data_dir
+from bench._data import data_dir, read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     spec = MODELS[DEFAULT_MODEL_ID]
     model_dir = packaged_model_dir()
-    dev = [json.loads(line) for line in (data_dir() / "dev.jsonl").open()]
+    dev = read_jsonl(data_dir() / "dev.jsonl")
     result: dict = {"machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": _cpu_name(),
                                 "python": platform.python_version(), "load_average_at_start": os.getloadavg()[0]}}
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:

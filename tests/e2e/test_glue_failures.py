@@ -6,13 +6,13 @@ leftovers; the session node and endpoint are shared.
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 from semsearch.local.stack import run_custom_resource
+from tests.conftest import free_port
 from tests.e2e.conftest import exists, ml_objects
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
@@ -34,12 +34,6 @@ def assert_gone(conn, pid: str) -> None:
 def cleaned_up(message: str) -> str:
     """The physical id named in a failure's cleanup note."""
     return message.split("[cleaned up ")[1].split(":")[0]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # released on close: nothing listens there
 
 
 def test_duplicate_create_adopts(opensearch, make_props):
@@ -111,7 +105,7 @@ def test_failure_half_way_cleans_up(opensearch, make_props):
 
 
 def test_endpoint_down_names_the_connector(opensearch, make_props):
-    url = f"http://127.0.0.1:{closed_port()}/endpoints/pytest/invocations"
+    url = f"http://127.0.0.1:{free_port()}/endpoints/pytest/invocations"  # nothing listens there
     props = make_props("e2e-down", EndpointUrl=url)
     with pytest.raises(GlueFailure) as info:
         run_custom_resource("Create", props, timeout_s=120)

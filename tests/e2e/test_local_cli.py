@@ -15,12 +15,7 @@ import sys
 import pytest
 
 from semsearch.local.stack import LocalStack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port
 
 
 def listening(port: int) -> bool:

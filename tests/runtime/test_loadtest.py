@@ -18,6 +18,7 @@ from inference_code.embedder import load_tokenizer, token_ids
 from inference_code.model_info import read_model_info
 from semsearch.loadtest import _percentile, build_bodies, endpoint_sender_factory, loadtest
 from semsearch.serve import start_server
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +71,7 @@ def test_errors_are_counted_by_status(server, tmp_path):
 
 
 def test_connection_failures_are_counted_too(tmp_path):
-    import socket
-
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    result = run_cli("--url", f"http://127.0.0.1:{port}", "--requests", "3", "--concurrency", "1")
+    result = run_cli("--url", f"http://127.0.0.1:{free_port()}", "--requests", "3", "--concurrency", "1")
     assert result.returncode == 1
     assert json.loads(result.stdout)["status_counts"] == {"error:ConnectionRefusedError": 3}
 
