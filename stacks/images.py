@@ -20,6 +20,11 @@ _REFERENCE_REGION = "us-east-1"
 _PYTHON_VERSION = "py312"
 
 
+#: The SageMaker PyTorch training image that runs training_code/train.py (the framework version
+#: the training code is written and tested for). The serving images' versions are endpoint
+#: config fields (EndpointConfig.tei_version, EndpointConfig.pytorch_version).
+PYTORCH_TRAINING_VERSION = "2.6.0"
+
 # Our names for the PyTorch containers → (SDK framework, image scope).
 _PYTORCH = {"pytorch-inference": "inference", "pytorch-training": "training"}
 

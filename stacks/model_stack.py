@@ -11,7 +11,6 @@ from constructs import Construct
 
 from stacks.components.embedding_endpoint import EmbeddingEndpoint, bucket_name
 from stacks.config import StageConfig, active_hours
-from stacks.nag import acknowledge
 
 
 def endpoint_name(stage: str, name: str) -> str:
@@ -34,13 +33,6 @@ class ModelStack(cdk.Stack):
             endpoint = EmbeddingEndpoint(self, f"Endpoint-{name}", endpoint_name=endpoint_name(config.name, name),
                                          config=ep, kms_key=key, model_bucket=bucket, vpc=config.vpc,
                                          active_hours=active_hours(config.ops.active_hours_utc))
-            acknowledge(endpoint.role, "AwsSolutions-IAM5[Resource::*]",
-                        "ecr:GetAuthorizationToken has no resource-level permissions; "
-                        "cloudwatch:PutMetricData is limited by a namespace condition; "
-                        "the VPC ENI actions SageMaker needs have no resource-level permissions")
-            acknowledge(endpoint.role, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
-                        "<AWS::AccountId>:log-group:/aws/sagemaker/Endpoints/*]",
-                        "SageMaker names the endpoint's log streams at run time under this fixed prefix")
             for alarm in endpoint.alarms:
                 alarm.add_alarm_action(actions.SnsAction(alarm_topic))
                 alarm.add_ok_action(actions.SnsAction(alarm_topic))

@@ -14,6 +14,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
@@ -21,8 +22,17 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.catalog import INSTANCES
-from stacks.components.fine_tune_workflow import JOBS_PREFIX, fail_on_error, jsonata, workflow_state_machine
-from stacks.config import JobsConfig
+from stacks.components.fine_tune_workflow import (
+    JOBS_PREFIX,
+    fail_on_error,
+    grant_sync_job,
+    jsonata,
+    workflow_state_machine,
+)
+from stacks.components.lambda_assets import RUNTIME, lambda_code
+from stacks.components.lambda_vpc import LambdaVpcPlacement
+from stacks.config import JobsConfig, VpcConfig
+from stacks.nag import acknowledge
 
 BATCH_INPUT_PREFIX = "batch/input/"
 NO_MODEL = "none"
@@ -32,20 +42,33 @@ class BatchEmbedWorkflow(Construct):
     """CreateTransformJob (.sync; SplitType Line, MultiRecord, AssembleWith Line) → bulk load.
 
     Keyword-only properties:
-      name_prefix: prefix of job names (semsearch-<stage>).
+      name_prefix: prefix of job and function names (semsearch-<stage>).
       jobs: transform instance type/count and payload size.
       execution_role: the SageMaker role (reads the input prefix, writes jobs/batch/).
       artifacts / kms_key: the stage bucket and key.
       latest_model: SSM parameter naming the model to use when the input names none.
-      loader: the bulk-loader function (payload: bucket, prefix; result: counts).
+      loader_role: the bulk loader's role (the search stack maps it in OpenSearch). It
+        receives the loader's logging and, with a VPC, network-interface permissions here;
+        reading the transform output (``output_prefix``) is the caller's grant.
+      domain_url / index_name / text_field / embedding_field: where the loader writes.
+      vpc: the stage's VPC, where the domain answers (default: none).
+
+    ``loader`` is the bulk-loader function (payload: bucket, prefix; result: counts).
     """
+
+    #: Where transform jobs write, one folder per job: what the loader reads.
+    output_prefix = f"{JOBS_PREFIX}batch/"
 
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, jobs: JobsConfig,
                  execution_role: iam.IRole, artifacts: s3.IBucket, kms_key: kms.IKey,
-                 latest_model: ssm.IStringParameter, loader: lambda_.IFunction) -> None:
+                 latest_model: ssm.IStringParameter, loader_role: iam.IRole, domain_url: str, index_name: str,
+                 text_field: str, embedding_field: str, vpc: VpcConfig | None = None) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
         bucket_uri = f"s3://{artifacts.bucket_name}"
+        self.loader = _bulk_loader(self, name_prefix=name_prefix, role=loader_role, vpc=vpc, environment={
+            "OPENSEARCH_URL": domain_url, "INDEX_NAME": index_name, "AUTH_MODE": "sigv4",
+            "EMBEDDING_FIELD": embedding_field, "TEXT_FIELD": text_field})
         transform_instance = INSTANCES[jobs.transform_instance_type]
 
         resolve_model = tasks.CallAwsService(
@@ -65,7 +88,7 @@ class BatchEmbedWorkflow(Construct):
                                         "InstanceCount": jobs.transform_instance_count}
         if not transform_instance.local_nvme:
             resources["VolumeKmsKeyId"] = kms_key.key_arn
-        output_prefix = f"{JOBS_PREFIX}batch/"
+        output_prefix = self.output_prefix
         transform = sfn.CustomState(self, "Transform", state_json={
             "Type": "Task",
             "Resource": f"arn:{cdk.Aws.PARTITION}:states:::sagemaker:createTransformJob.sync",
@@ -89,7 +112,7 @@ class BatchEmbedWorkflow(Construct):
         fail_on_error(self, transform, "TransformFailed", "the transform job")
 
         load = tasks.LambdaInvoke(
-            self, "BulkLoad", lambda_function=loader,
+            self, "BulkLoad", lambda_function=self.loader,
             payload=sfn.TaskInput.from_object({"bucket": artifacts.bucket_name,
                                                "prefix": jsonata(f"'{output_prefix}' & $jobName & '/'")}),
             retry_on_service_exceptions=True,
@@ -110,26 +133,52 @@ class BatchEmbedWorkflow(Construct):
                                                     start=resolve_model.next(has_model),
                                                     timeout=cdk.Duration.hours(24))
         role = self.state_machine.role
-        # createTransformJob.sync, as AWS documents it for Step Functions
-        # (https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html, and aws-cdk-lib's
-        # aws-stepfunctions-tasks/lib/sagemaker/create-transform-job.ts): the job, AddTags (Step
-        # Functions tags the job it starts, aws/aws-cdk#26012), ListTags on "*", and the managed
-        # EventBridge rule that reports the job's end. The job runs with the model's own role:
-        # CreateTransformJob passes none.
-        role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob", "sagemaker:StopTransformJob",
-                     "sagemaker:AddTags"],
-            resources=[stack.format_arn(service="sagemaker", resource="transform-job",
-                                        resource_name=f"{name_prefix}-*")]))
-        role.add_to_principal_policy(iam.PolicyStatement(actions=["sagemaker:ListTags"], resources=["*"]))
-        role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-            resources=[stack.format_arn(service="events", resource="rule",
-                                        resource_name="StepFunctionsGetEventsForSageMakerTransformJobsRule")]))
+        # The job runs with the model's own role: CreateTransformJob passes none.
+        grant_sync_job(role, name_prefix, "Transform")
+        loader_id = stack.resolve(stack.get_logical_id(self.loader.node.default_child))  # type: ignore[arg-type]
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::<{loader_id}.Arn>:*]",
+                    "invokes exactly the bulk loader (the BulkLoad step's grant); ':*' covers its versions")
 
         # An upload under batch/input/ starts a run over that one object.
-        self.upload_rule = events.Rule(self, "OnUpload", event_pattern=events.EventPattern(
+        upload_rule = events.Rule(self, "OnUpload", event_pattern=events.EventPattern(
             source=["aws.s3"], detail_type=["Object Created"],
             detail={"bucket": {"name": [artifacts.bucket_name]}, "object": {"key": [{"prefix": BATCH_INPUT_PREFIX}]}}))
-        self.upload_rule.add_target(targets.SfnStateMachine(self.state_machine, input=events.RuleTargetInput.from_object(
+        upload_rule.add_target(targets.SfnStateMachine(self.state_machine, input=events.RuleTargetInput.from_object(
             {"input_s3_uri": f"{bucket_uri}/{events.EventField.from_path('$.detail.object.key')}"})))
+
+
+def _bulk_loader(workflow: BatchEmbedWorkflow, *, name_prefix: str, role: iam.IRole, vpc: VpcConfig | None,
+                 environment: dict[str, str]) -> lambda_.Function:
+    """The function that writes batch-transform embeddings into the index with _bulk.
+
+    It and its log group are created at the stack's top level, where they were before this
+    component owned them: the same construct paths keep their logical IDs, and the log group
+    has a fixed name, which a new logical ID would try to create before deleting the old one.
+    """
+    stack = cdk.Stack.of(workflow)
+    # With a VPC the domain answers only inside it: the loader runs there too.
+    placement = LambdaVpcPlacement(workflow, "LambdaVpc", vpc=vpc) if vpc else None
+    if placement is not None:
+        placement.grant_eni(role)
+    # The role (search stack) has no logging policy: it may write this one group only. The
+    # group has a fixed name so that the grant names it without a reference back to this stack.
+    log_group_name = f"/aws/lambda/{name_prefix}-bulk-loader"
+    log_group = logs.LogGroup(stack, "BulkLoaderLogs", log_group_name=log_group_name,
+                              retention=logs.RetentionDays.ONE_MONTH, removal_policy=cdk.RemovalPolicy.DESTROY)
+    role.add_to_principal_policy(iam.PolicyStatement(
+        actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+        resources=[stack.format_arn(service="logs", resource="log-group", resource_name=log_group_name,
+                                    arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME) + ":*"]))
+    acknowledge(role, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
+                      f"<AWS::AccountId>:log-group:{log_group_name}:*]",
+                "Lambda names the loader's log streams at run time inside its one log group")
+    loader = lambda_.Function(
+        stack, "BulkLoader", runtime=RUNTIME, architecture=lambda_.Architecture.ARM_64,
+        code=lambda_code("bulk_loader"), handler="bulk_loader.handler.handler", role=role,
+        timeout=cdk.Duration.minutes(15), memory_size=1024,
+        description="Writes batch-transform embeddings into the OpenSearch index with _bulk",
+        environment=environment, log_group=log_group, **(placement.function_props if placement else {}),
+    )
+    acknowledge(loader, "AwsSolutions-L1",
+                "pinned to python3.12, the runtime this code is tested against; bump deliberately")
+    return loader

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
 import aws_cdk as cdk
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -12,7 +16,8 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from stacks import images
-from stacks.catalog import INSTANCES
+from stacks.catalog import INSTANCES, InstanceSpec
+from stacks.components.sagemaker_execution_role import SageMakerExecutionRole
 from stacks.config import EndpointConfig, VpcConfig
 from stacks.nag import acknowledge
 
@@ -39,8 +44,8 @@ class EmbeddingEndpoint(Construct):
         name it (``inference_component_name``) on every request.
 
     Resources: an execution role, a model, an endpoint config, the endpoint, a scalable
-    target tracking SageMakerVariantInvocationsPerInstance, and alarms on p99 model
-    latency, 5xx and 4xx errors (``alarms``).
+    target tracking invocations per instance (per copy when it scales to zero), and alarms
+    on p99 model latency, 5xx and 4xx errors (``alarms``).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, endpoint_name: str, config: EndpointConfig,
@@ -50,50 +55,69 @@ class EmbeddingEndpoint(Construct):
         self.endpoint_name = endpoint_name
         self.config = config
         instance = INSTANCES[config.instance_type]
-        model = config.model
-        family = config.container_family
+        hosting: AlwaysOn | ScaleToZero = (
+            AlwaysOn() if active_hours is None else ScaleToZero(endpoint_name, instance, active_hours))
+        #: Set when the model is hosted as an inference component: callers name it on every request.
+        self.inference_component_name = hosting.inference_component_name
+        #: The component's ComputeResourceRequirements (empty when always on): a rollout keeps them.
+        self.compute_requirements = hosting.compute_requirements
 
-        self.role = iam.Role(self, "ExecutionRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-                             description=f"SageMaker execution role of endpoint {endpoint_name}")
-        self._grant_image_pull(family, instance.accelerated)
-        self._grant_logs_and_metrics()
-        if vpc is not None:
-            self._grant_vpc_access()
+        self.role = SageMakerExecutionRole(self, "ExecutionRole",
+                                           description=f"SageMaker execution role of endpoint {endpoint_name}")
+        self.role.allow_containers(images=[serving_image(config)], log_groups=["Endpoints/"],
+                                   metric_namespaces=["/aws/sagemaker/Endpoints"], vpc=vpc is not None)
+        self.model = self._model(config, kms_key=kms_key, model_bucket=model_bucket, vpc=vpc)
 
+        volume_key = kms_key if (kms_key is not None and config.volume_kms_supported) else None
+        endpoint_config = sagemaker.CfnEndpointConfig(
+            self, "EndpointConfig",
+            kms_key_id=volume_key.key_arn if volume_key else None,
+            # An endpoint that hosts inference components names the role on its config.
+            execution_role_arn=self.role.role_arn if hosting.inference_component_name else None,
+            production_variants=[hosting.variant(config, self.model)],
+        )
+        if volume_key is not None:
+            volume_key.grant_encrypt_decrypt(self.role)
+            for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
+                acknowledge(self.role, f"AwsSolutions-IAM5[Action::{action}]",
+                            "CDK's encrypt/decrypt grant on the one volume key of this endpoint; "
+                            "SageMaker needs data-key generation and re-encryption to mount the volume")
+        self.endpoint = sagemaker.CfnEndpoint(self, "Endpoint", endpoint_name=endpoint_name,
+                                              endpoint_config_name=endpoint_config.attr_endpoint_config_name)
+        self.endpoint_arn = cdk.Stack.of(self).format_arn(service="sagemaker", resource="endpoint",
+                                                          resource_name=endpoint_name.lower())
+
+        scaling = _add_autoscaling(self, config, hosting.scaling(self, config, self.endpoint, self.model))
+        hosting.schedule(scaling, config)
+        self.latency_alarm, self.error_5xx_alarm, error_4xx_alarm = self._add_alarms(config)
+        self.alarms: list[cloudwatch.Alarm] = [self.latency_alarm, self.error_5xx_alarm, error_4xx_alarm]
+        # Blue/green and rolling updates roll back on these alarms: "Ensure that your IAM execution
+        # role has permission to perform the cloudwatch:DescribeAlarms action on the auto-rollback
+        # alarms" (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html).
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["cloudwatch:DescribeAlarms"], resources=[a.alarm_arn for a in self.rollback_alarms]))
+
+    def _model(self, config: EndpointConfig, *, kms_key: kms.IKey | None, model_bucket: s3.IBucket | None,
+               vpc: VpcConfig | None) -> sagemaker.CfnModel:
+        """The SageMaker model: the container image, its environment and (optionally) model data in S3."""
+        instance = INSTANCES[config.instance_type]
+        family, version, accelerated = serving_image(config)
         if family == "pytorch-inference":
-            image = images.image_uri(self, family, config.pytorch_version, accelerated=instance.accelerated)
-            environment = {
-                # The PyTorch inference toolkit imports code/inference.py from the model archive.
-                "SAGEMAKER_PROGRAM": "inference.py",
-                "SAGEMAKER_SUBMIT_DIRECTORY": f"{MODEL_MOUNT}/code",
-                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-                "SEMSEARCH_MAX_BATCH": str(config.max_client_batch_size * 8),
-                # One model-server worker using every core: several workers that each use all
-                # cores oversubscribe the CPU (the handler batches within a request instead).
-                "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
-                "SEMSEARCH_THREADS": str(instance.vcpus),
-            }
+            environment = custom_container_environment(config, instance)
         else:
-            image = images.image_uri(self, family, config.tei_version)
-            environment = {
-                "HF_MODEL_ID": MODEL_MOUNT if config.model_data_s3_uri else model.hf_id,
-                "POOLING": model.pooling,
-                "MAX_BATCH_TOKENS": str(config.max_batch_tokens),
-                "MAX_CLIENT_BATCH_SIZE": str(config.max_client_batch_size),
-                "AUTO_TRUNCATE": "true",
-            }
-
-        container: dict[str, object] = {"image": image, "environment": environment}
+            environment = tei_container_environment(config)
+        container: dict[str, object] = {
+            "image": images.image_uri(self, family, version, accelerated=accelerated), "environment": environment}
         if config.model_data_s3_uri:
             if model_bucket is None:
-                raise ValueError(f"{endpoint_name}: model_data_s3_uri needs the bucket that holds it")
+                raise ValueError(f"{self.endpoint_name}: model_data_s3_uri needs the bucket that holds it")
             # Exactly the one object SageMaker downloads (no List*/Get* wildcards).
             self.role.add_to_policy(iam.PolicyStatement(
                 actions=["s3:GetObject"], resources=[model_bucket.arn_for_objects(_object_key(config.model_data_s3_uri))]))
             if kms_key is not None:  # artifacts in the stage bucket are encrypted with the stage key
                 kms_key.grant_decrypt(self.role)
             container["model_data_url"] = config.model_data_s3_uri
-        self.model = sagemaker.CfnModel(
+        model = sagemaker.CfnModel(
             self, "Model",
             execution_role_arn=self.role.role_arn,
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(**container),  # type: ignore[arg-type]
@@ -104,118 +128,31 @@ class EmbeddingEndpoint(Construct):
             enable_network_isolation=bool(config.model_data_s3_uri),
         )
         # The role's policy (image pull) must exist before SageMaker validates the model.
-        self.model.node.add_dependency(self.role.node.find_child("DefaultPolicy"))
+        model.node.add_dependency(self.role.node.find_child("DefaultPolicy"))
+        return model
 
-        volume_key = kms_key if (kms_key is not None and config.volume_kms_supported) else None
-        variant: dict[str, object] = {
-            "variant_name": VARIANT_NAME, "instance_type": config.instance_type,
-            "initial_instance_count": config.initial_instance_count,
-            "container_startup_health_check_timeout_in_seconds": 600,
-            "model_data_download_timeout_in_seconds": 600,
-        }
-        self.inference_component_name: str | None = None
-        self.compute_requirements: dict[str, int] = {}
-        if active_hours is None:
-            variant.update(model_name=self.model.attr_model_name, initial_variant_weight=1.0)
-        else:
-            # Only endpoints that host inference components can drop to zero instances:
-            # SageMaker then removes instances once no component copy needs them.
-            self.inference_component_name = f"{endpoint_name}-model"
-            variant.pop("container_startup_health_check_timeout_in_seconds")
-            variant.pop("model_data_download_timeout_in_seconds")
-            variant.update(
-                managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
-                    status="ENABLED", min_instance_count=0, max_instance_count=config.max_capacity),
-                routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
-                    routing_strategy="LEAST_OUTSTANDING_REQUESTS"))
-        self.endpoint_config = sagemaker.CfnEndpointConfig(
-            self, "EndpointConfig",
-            kms_key_id=volume_key.key_arn if volume_key else None,
-            execution_role_arn=self.role.role_arn if active_hours else None,
-            production_variants=[sagemaker.CfnEndpointConfig.ProductionVariantProperty(**variant)],  # type: ignore[arg-type]
-        )
-        if volume_key is not None:
-            volume_key.grant_encrypt_decrypt(self.role)
-            for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
-                acknowledge(self.role, f"AwsSolutions-IAM5[Action::{action}]",
-                            "CDK's encrypt/decrypt grant on the one volume key of this endpoint; "
-                            "SageMaker needs data-key generation and re-encryption to mount the volume")
-        self.endpoint = sagemaker.CfnEndpoint(self, "Endpoint", endpoint_name=endpoint_name,
-                                              endpoint_config_name=self.endpoint_config.attr_endpoint_config_name)
-        self.endpoint_arn = cdk.Stack.of(self).format_arn(service="sagemaker", resource="endpoint",
-                                                          resource_name=endpoint_name.lower())
-
-        if active_hours is None:
-            resource_id = f"endpoint/{endpoint_name}/variant/{VARIANT_NAME}"
-            dimension = "sagemaker:variant:DesiredInstanceCount"
-            tracked = appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE
-            depends_on: cdk.CfnResource = self.endpoint
-        else:
-            # One copy per instance: leave a core and a quarter of memory to the host.
-            self.compute_requirements = {"MinMemoryRequiredInMb": instance.memory_gib * 1024 * 3 // 4}
-            if instance.accelerated:
-                self.compute_requirements["NumberOfAcceleratorDevicesRequired"] = 1
-            else:
-                self.compute_requirements["NumberOfCpuCoresRequired"] = max(1, instance.vcpus - 1)
-            component = sagemaker.CfnInferenceComponent(
-                self, "InferenceComponent", inference_component_name=self.inference_component_name,
-                endpoint_name=self.endpoint.attr_endpoint_name, variant_name=VARIANT_NAME,
-                specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
-                    model_name=self.model.attr_model_name,
-                    compute_resource_requirements=sagemaker.CfnInferenceComponent.
-                    InferenceComponentComputeResourceRequirementsProperty(
-                        number_of_cpu_cores_required=self.compute_requirements.get("NumberOfCpuCoresRequired"),
-                        number_of_accelerator_devices_required=self.compute_requirements.get(
-                            "NumberOfAcceleratorDevicesRequired"),
-                        min_memory_required_in_mb=self.compute_requirements["MinMemoryRequiredInMb"])),
-                runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
-                    copy_count=config.initial_instance_count))
-            resource_id = f"inference-component/{self.inference_component_name}"
-            dimension = "sagemaker:inference-component:DesiredCopyCount"
-            tracked = appscaling.PredefinedMetric.SAGEMAKER_INFERENCE_COMPONENT_INVOCATIONS_PER_COPY
-            depends_on = component
-        self.scalable_target = appscaling.ScalableTarget(
-            self, "Scaling", service_namespace=appscaling.ServiceNamespace.SAGEMAKER, resource_id=resource_id,
-            scalable_dimension=dimension, min_capacity=config.min_capacity, max_capacity=config.max_capacity)
-        self.scalable_target.node.add_dependency(depends_on)
-        self.scalable_target.scale_to_track_metric(
-            "InvocationsPerInstance", target_value=config.target_invocations_per_instance, predefined_metric=tracked,
-            scale_in_cooldown=cdk.Duration.minutes(5), scale_out_cooldown=cdk.Duration.minutes(1))
-        if active_hours is not None:
-            (wake_hour, wake_days), (sleep_hour, sleep_days) = weekday_schedule(*active_hours)
-            # Weekdays only: Friday's scale-in holds through the weekend.
-            self.scalable_target.scale_on_schedule(
-                "WakeUp", schedule=appscaling.Schedule.cron(minute="0", hour=str(wake_hour), week_day=wake_days),
-                min_capacity=config.min_capacity, max_capacity=config.max_capacity)
-            self.scalable_target.scale_on_schedule(
-                "Sleep", schedule=appscaling.Schedule.cron(minute="0", hour=str(sleep_hour), week_day=sleep_days),
-                min_capacity=0, max_capacity=0)
-
-        self.latency_alarm = self.metric_model_latency(statistic="p99").create_alarm(
+    def _add_alarms(self, config: EndpointConfig) -> tuple[cloudwatch.Alarm, cloudwatch.Alarm, cloudwatch.Alarm]:
+        """p99 model latency, 5xx errors and 4xx errors; missing data (no traffic) never alarms."""
+        latency = self.metric_model_latency(statistic="p99").create_alarm(
             self, "LatencyAlarm",
-            alarm_description=f"{endpoint_name}: p99 model latency above {config.latency_alarm_ms} ms",
+            alarm_description=f"{self.endpoint_name}: p99 model latency above {config.latency_alarm_ms} ms",
             threshold=config.latency_alarm_ms * 1000,  # ModelLatency is reported in microseconds
             evaluation_periods=3, datapoints_to_alarm=2,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        self.error_5xx_alarm = self.metric_invocation_5xx_errors().create_alarm(
+        errors_5xx = self.metric_invocation_5xx_errors().create_alarm(
             self, "Errors5xxAlarm",
-            alarm_description=f"{endpoint_name}: {config.error_alarm_threshold}+ 5xx errors in 5 minutes",
+            alarm_description=f"{self.endpoint_name}: {config.error_alarm_threshold}+ 5xx errors in 5 minutes",
             threshold=config.error_alarm_threshold, evaluation_periods=1,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        self.error_4xx_alarm = self.metric_invocation_4xx_errors().create_alarm(
+        errors_4xx = self.metric_invocation_4xx_errors().create_alarm(
             self, "Errors4xxAlarm",
-            alarm_description=f"{endpoint_name}: many 4xx errors (bad requests or throttling) in 5 minutes",
+            alarm_description=f"{self.endpoint_name}: many 4xx errors (bad requests or throttling) in 5 minutes",
             threshold=config.error_alarm_threshold * 20, evaluation_periods=2,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        self.alarms: list[cloudwatch.Alarm] = [self.latency_alarm, self.error_5xx_alarm, self.error_4xx_alarm]
-        # Blue/green and rolling updates roll back on these alarms: "Ensure that your IAM execution
-        # role has permission to perform the cloudwatch:DescribeAlarms action on the auto-rollback
-        # alarms" (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html).
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["cloudwatch:DescribeAlarms"], resources=[a.alarm_arn for a in self.rollback_alarms]))
+        return latency, errors_5xx, errors_4xx
 
     @property
     def rollback_alarms(self) -> list[cloudwatch.Alarm]:
@@ -243,18 +180,17 @@ class EmbeddingEndpoint(Construct):
 
     # -- metrics ---------------------------------------------------------------------------
 
-    def metric(self, metric_name: str, *, namespace: str = "AWS/SageMaker", statistic: str = "Sum",
-               period: cdk.Duration | None = None) -> cloudwatch.Metric:
-        """A metric of this endpoint's model (default: Sum over 5 minutes)."""
+    def metric(self, metric_name: str, *, namespace: str = "AWS/SageMaker", statistic: str = "Sum") -> cloudwatch.Metric:
+        """A metric of this endpoint's model over 5 minutes (default: Sum)."""
         dimensions = {"EndpointName": self.endpoint_name, "VariantName": VARIANT_NAME}
         if self.inference_component_name and namespace == "AWS/SageMaker":
             # Invocation metrics of a component are reported per component.
             dimensions = {"InferenceComponentName": self.inference_component_name}
         return cloudwatch.Metric(namespace=namespace, metric_name=metric_name, statistic=statistic,
-                                 period=period or cdk.Duration.minutes(5), dimensions_map=dimensions)
+                                 period=cdk.Duration.minutes(5), dimensions_map=dimensions)
 
-    def metric_invocations(self, **kwargs: object) -> cloudwatch.Metric:
-        return self.metric("Invocations", **kwargs)  # type: ignore[arg-type]
+    def metric_invocations(self) -> cloudwatch.Metric:
+        return self.metric("Invocations")
 
     def metric_model_latency(self, *, statistic: str = "p50") -> cloudwatch.Metric:
         """Time spent in the container per request, in microseconds."""
@@ -278,34 +214,156 @@ class EmbeddingEndpoint(Construct):
     def metric_instance_count(self) -> cloudwatch.Metric:
         return self.metric("CPUUtilization", namespace="/aws/sagemaker/Endpoints", statistic="SampleCount")
 
-    # -- helpers -------------------------------------------------------------------------
 
-    def _grant_image_pull(self, family: str, accelerated: bool) -> None:
-        version = self.config.pytorch_version if family == "pytorch-inference" else self.config.tei_version
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-            resources=[images.ecr_repository_arn(self, family, version, accelerated=accelerated)]))
-        token = iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
-        self.role.add_to_policy(token)
+def serving_image(config: EndpointConfig) -> tuple[str, str, bool]:
+    """(framework, version, accelerated) of the image that serves this endpoint's model."""
+    family = config.container_family
+    version = config.pytorch_version if family == "pytorch-inference" else config.tei_version
+    return family, version, INSTANCES[config.instance_type].accelerated
 
-    def _grant_logs_and_metrics(self) -> None:
-        stack = cdk.Stack.of(self)
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-            resources=[stack.format_arn(service="logs", resource="log-group",
-                                        resource_name="/aws/sagemaker/Endpoints/*",
-                                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)]))
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["cloudwatch:PutMetricData"], resources=["*"],
-            conditions={"StringEquals": {"cloudwatch:namespace": ["/aws/sagemaker/Endpoints"]}}))
 
-    def _grant_vpc_access(self) -> None:
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
-                     "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
-                     "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
-                     "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"],
-            resources=["*"]))
+def custom_container_environment(config: EndpointConfig, instance: InstanceSpec) -> dict[str, str]:
+    """Environment of our handler (inference_code) in the SageMaker PyTorch inference container.
+
+    The one definition for the endpoint's model and for a model the fine-tune workflow promotes
+    onto the same endpoint (same config, same instance type).
+    """
+    return {
+        # The PyTorch inference toolkit imports code/inference.py from the model archive.
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "SAGEMAKER_SUBMIT_DIRECTORY": f"{MODEL_MOUNT}/code",
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        "SEMSEARCH_MAX_BATCH": str(config.max_client_batch_size * 8),
+        # One model-server worker using every core: several workers that each use all
+        # cores oversubscribe the CPU (the handler batches within a request instead).
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+        "SEMSEARCH_THREADS": str(instance.vcpus),
+    }
+
+
+def tei_container_environment(config: EndpointConfig) -> dict[str, str]:
+    """Environment of Text Embeddings Inference: the model (from S3 or the Hub) and its batch limits."""
+    return {
+        "HF_MODEL_ID": MODEL_MOUNT if config.model_data_s3_uri else config.model.hf_id,
+        "POOLING": config.model.pooling,
+        "MAX_BATCH_TOKENS": str(config.max_batch_tokens),
+        "MAX_CLIENT_BATCH_SIZE": str(config.max_client_batch_size),
+        "AUTO_TRUNCATE": "true",
+    }
+
+
+# -- hosting strategies -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScalingDimension:
+    """What the endpoint's scalable target scales, and the resource it must wait for."""
+
+    resource_id: str
+    dimension: str
+    tracked: appscaling.PredefinedMetric
+    after: cdk.CfnResource
+
+
+class AlwaysOn:
+    """The model is the endpoint's production variant; autoscaling never goes below one instance."""
+
+    inference_component_name: str | None = None
+    compute_requirements: Mapping[str, int] = MappingProxyType({})
+
+    def variant(self, config: EndpointConfig, model: sagemaker.CfnModel,
+                ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
+        return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+            variant_name=VARIANT_NAME, instance_type=config.instance_type,
+            initial_instance_count=config.initial_instance_count,
+            container_startup_health_check_timeout_in_seconds=600, model_data_download_timeout_in_seconds=600,
+            model_name=model.attr_model_name, initial_variant_weight=1.0)
+
+    def scaling(self, scope: Construct, config: EndpointConfig, endpoint: sagemaker.CfnEndpoint,
+                model: sagemaker.CfnModel) -> ScalingDimension:
+        return ScalingDimension(
+            resource_id=f"endpoint/{endpoint.endpoint_name}/variant/{VARIANT_NAME}",
+            dimension="sagemaker:variant:DesiredInstanceCount",
+            tracked=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE, after=endpoint)
+
+    def schedule(self, target: appscaling.ScalableTarget, config: EndpointConfig) -> None:
+        """Always on: no schedule."""
+
+
+class ScaleToZero:
+    """The model is an inference component of the endpoint, asleep outside the active hours.
+
+    Only endpoints that host inference components can drop to zero instances: SageMaker then
+    removes instances once no component copy needs them. One copy per instance.
+    """
+
+    def __init__(self, endpoint_name: str, instance: InstanceSpec, active_hours: tuple[int, int]) -> None:
+        self.inference_component_name: str | None = f"{endpoint_name}-model"
+        self.active_hours = active_hours
+        # One copy per instance: leave a core and a quarter of memory to the host.
+        requirements = {"MinMemoryRequiredInMb": instance.memory_gib * 1024 * 3 // 4}
+        if instance.accelerated:
+            requirements["NumberOfAcceleratorDevicesRequired"] = 1
+        else:
+            requirements["NumberOfCpuCoresRequired"] = max(1, instance.vcpus - 1)
+        self.compute_requirements: Mapping[str, int] = MappingProxyType(requirements)
+
+    def variant(self, config: EndpointConfig, model: sagemaker.CfnModel,
+                ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
+        # No model here: the inference component names it.
+        return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+            variant_name=VARIANT_NAME, instance_type=config.instance_type,
+            initial_instance_count=config.initial_instance_count,
+            managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
+                status="ENABLED", min_instance_count=0, max_instance_count=config.max_capacity),
+            routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
+                routing_strategy="LEAST_OUTSTANDING_REQUESTS"))
+
+    def scaling(self, scope: Construct, config: EndpointConfig, endpoint: sagemaker.CfnEndpoint,
+                model: sagemaker.CfnModel) -> ScalingDimension:
+        """Creates the inference component; its copy count is what scales."""
+        compute = self.compute_requirements
+        component = sagemaker.CfnInferenceComponent(
+            scope, "InferenceComponent", inference_component_name=self.inference_component_name,
+            endpoint_name=endpoint.attr_endpoint_name, variant_name=VARIANT_NAME,
+            specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
+                model_name=model.attr_model_name,
+                compute_resource_requirements=sagemaker.CfnInferenceComponent.
+                InferenceComponentComputeResourceRequirementsProperty(
+                    number_of_cpu_cores_required=compute.get("NumberOfCpuCoresRequired"),
+                    number_of_accelerator_devices_required=compute.get("NumberOfAcceleratorDevicesRequired"),
+                    min_memory_required_in_mb=compute["MinMemoryRequiredInMb"])),
+            runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
+                copy_count=config.initial_instance_count))
+        return ScalingDimension(
+            resource_id=f"inference-component/{self.inference_component_name}",
+            dimension="sagemaker:inference-component:DesiredCopyCount",
+            tracked=appscaling.PredefinedMetric.SAGEMAKER_INFERENCE_COMPONENT_INVOCATIONS_PER_COPY, after=component)
+
+    def schedule(self, target: appscaling.ScalableTarget, config: EndpointConfig) -> None:
+        """Wake up at the start of the active hours, sleep (zero copies) at their end."""
+        (wake_hour, wake_days), (sleep_hour, sleep_days) = weekday_schedule(*self.active_hours)
+        # Weekdays only: Friday's scale-in holds through the weekend.
+        target.scale_on_schedule(
+            "WakeUp", schedule=appscaling.Schedule.cron(minute="0", hour=str(wake_hour), week_day=wake_days),
+            min_capacity=config.min_capacity, max_capacity=config.max_capacity)
+        target.scale_on_schedule(
+            "Sleep", schedule=appscaling.Schedule.cron(minute="0", hour=str(sleep_hour), week_day=sleep_days),
+            min_capacity=0, max_capacity=0)
+
+
+def _add_autoscaling(endpoint: EmbeddingEndpoint, config: EndpointConfig,
+                     scaling: ScalingDimension) -> appscaling.ScalableTarget:
+    """Target tracking on invocations (per instance, or per copy of the component)."""
+    target = appscaling.ScalableTarget(
+        endpoint, "Scaling", service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+        resource_id=scaling.resource_id, scalable_dimension=scaling.dimension,
+        min_capacity=config.min_capacity, max_capacity=config.max_capacity)
+    target.node.add_dependency(scaling.after)
+    target.scale_to_track_metric(
+        "InvocationsPerInstance", target_value=config.target_invocations_per_instance, predefined_metric=scaling.tracked,
+        scale_in_cooldown=cdk.Duration.minutes(5), scale_out_cooldown=cdk.Duration.minutes(1))
+    return target
 
 
 def weekday_schedule(start: int, end: int) -> tuple[tuple[int, str], tuple[int, str]]:

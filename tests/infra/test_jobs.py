@@ -142,3 +142,16 @@ def test_spot_training_with_checkpoints_when_configured(tmp_path):
     assert args["EnableManagedSpotTraining"] is True
     assert args["StoppingCondition"]["MaxWaitTimeInSeconds"] > args["StoppingCondition"]["MaxRuntimeInSeconds"]
     assert "VolumeKmsKeyId" in args["ResourceConfig"]  # c6i has EBS: encrypt it
+
+
+def test_promoted_model_runs_with_the_environment_of_the_endpoint_model_it_replaces(variant_app):
+    """The custom container reads its batch limit, log level, workers and threads from the
+    environment: a promoted model must get exactly what the endpoint's own model got."""
+    from aws_cdk import assertions
+
+    stage = variant_app("custom").node.find_child("dev")
+    (model,) = assertions.Template.from_stack(stage.model).find_resources("AWS::SageMaker::Model").values()
+    endpoint_environment = model["Properties"]["PrimaryContainer"]["Environment"]
+    assert "SEMSEARCH_MAX_BATCH" in endpoint_environment  # the custom container, not TEI
+    create_model = _definition(assertions.Template.from_stack(stage.jobs), "fine-tune")["States"]["CreateModel"]
+    assert create_model["Arguments"]["PrimaryContainer"]["Environment"] == endpoint_environment
