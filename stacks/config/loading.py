@@ -67,7 +67,15 @@ def load_config(context: Mapping[str, Any]) -> AppConfig:
     deploy = str(context.get("deploy") or "pipeline")
     if deploy not in DEPLOY_PATHS:
         problems.append(f"deploy: bad value {deploy!r}; allowed: {', '.join(DEPLOY_PATHS)}")
-    pipeline = None
+    pipeline = _build_pipeline(context, deploy, selected, raw_stages, problems)
+    if problems:
+        raise ConfigError(problems)
+    return AppConfig(stages=tuple(stages), pipeline=pipeline, deploy=deploy)
+
+
+def _build_pipeline(context: Mapping[str, Any], deploy: str, selected: str, raw_stages: Mapping[str, Any],
+                    problems: list[str]) -> PipelineConfig | None:
+    """The pipeline block with its ``-c pipeline.KEY=`` overrides; built only when it deploys every stage."""
     raw_pipeline = copy.deepcopy(_parse_scalar(context.get("pipeline")))
     for key, value in context.items():
         if key.startswith("pipeline.") and isinstance(raw_pipeline, dict):
@@ -75,13 +83,12 @@ def load_config(context: Mapping[str, Any]) -> AppConfig:
     if deploy == "pipeline" and raw_pipeline is None:
         problems.append("pipeline: missing; deploy 'pipeline' needs the pipeline block (repository, "
                         "connection_arn, stages); allowed: a pipeline block, or deploy 'github'")
-    if deploy == "pipeline" and raw_pipeline is not None and selected == "all":
-        pipeline = _build(PipelineConfig, raw_pipeline, "pipeline", problems)
-        if pipeline is not None:
-            validate_pipeline(pipeline, raw_stages, problems)
-    if problems:
-        raise ConfigError(problems)
-    return AppConfig(stages=tuple(stages), pipeline=pipeline, deploy=deploy)
+    if deploy != "pipeline" or raw_pipeline is None or selected != "all":
+        return None
+    pipeline: PipelineConfig | None = _build(PipelineConfig, raw_pipeline, "pipeline", problems)
+    if pipeline is not None:
+        validate_pipeline(pipeline, raw_stages, problems)
+    return pipeline
 
 
 def _raw_stages(context: Mapping[str, Any]) -> dict[str, Any]:
