@@ -19,12 +19,13 @@ PIP := $(PY) -m pip --disable-pip-version-check
 CDK := $(VENV)/bin/node node_modules/aws-cdk/bin/cdk
 CI_TEST_ARGS ?=
 
-.PHONY: synth wheels dev test lint test-infra test-runtime test-e2e bench clean help
+.PHONY: synth wheels dev test lint test-fast test-infra test-runtime test-e2e bench clean help
 
 help:
 	@echo "make synth   set up .venv + Node + CDK CLI, synthesize every stack into cdk.out/"
 	@echo "make dev     install what the tests and the semsearch CLI need"
 	@echo "make test    lint + the whole test suite (real OpenSearch included)"
+	@echo "make test-fast   the tests that need no model, no JVM, no CDK synth and no container (< 1 min)"
 	@echo "make test-infra  the template tests only (no torch, no JVM; the pipeline's synth step)"
 	@echo "make bench   run the benchmarks in bench/ (JSON under bench/results/)"
 
@@ -75,6 +76,13 @@ lint: dev
 
 test: dev lint
 	$(PY) -m pytest $(CI_TEST_ARGS)
+
+# The tests that use no model, no OpenSearch node, no CDK app and no container (markers set by
+# what a test uses: tests/conftest.py USES_FIXTURES / USES_NAMES).
+FAST_TESTS := -m "not model and not e2e and not synth and not container"
+
+test-fast: dev
+	$(PY) -m pytest $(FAST_TESTS)
 
 # The template tests alone: no torch, no JVM (what the pipeline's synth step runs).
 test-infra: node_modules/.installed $(VENV)/.infra-deps $(WHEELS)

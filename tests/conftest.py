@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 from pathlib import Path
+from types import CodeType
 
 import pytest
 
@@ -22,6 +24,55 @@ DATA_DIR = REPO_ROOT / "tests" / "data" / "debian-sample"
 _VENV_NODE = REPO_ROOT / ".venv" / "bin" / "node"
 if _VENV_NODE.exists():
     os.environ.setdefault("JSII_NODE", str(_VENV_NODE))
+
+
+#: The test tiers: a test gets a marker when it uses one of these fixtures anywhere in its fixture
+#: closure, or one of these names in its function, its fixtures or the module-level functions they
+#: call (names only where they are unambiguous). `make test-fast` deselects them all (Makefile).
+#: A test that loads the model with no sign of it in its code says so itself (@pytest.mark.model).
+USES_FIXTURES: dict[str, set[str]] = {
+    "model": {"model_dir"},  # the real all-MiniLM-L6-v2: torch, seconds per load
+    "e2e": {"opensearch"},  # a real OpenSearch node: a JVM, a minute to start
+}
+USES_NAMES: dict[str, set[str]] = {
+    "e2e": {"OpenSearchNode"},
+    # builds or synthesizes the CDK app (build_app(), synth(), app.synth()): jsii start-up + synth, 1-2 min
+    "synth": {"build_app", "synth"},
+    "container": {"sagemaker_container"},  # the SageMaker container's Python 3.12 venv (tests/runtime)
+}
+
+
+def _names_used(item: pytest.Item) -> set[str]:
+    """Every name the item's code, its fixtures' code and their same-module helpers refer to."""
+    names: set[str] = set()
+    info = getattr(item, "_fixtureinfo", None)
+    functions = [getattr(item, "function", None)]
+    if info is not None:
+        functions += [d.func for defs in info.name2fixturedefs.values() for d in defs]
+    seen: set[CodeType] = set()
+    while functions:
+        function = functions.pop()
+        codes = [function.__code__] if inspect.isfunction(function) else []
+        while codes:
+            code = codes.pop()
+            if code in seen:
+                continue
+            seen.add(code)
+            names |= set(code.co_names)
+            codes += [c for c in code.co_consts if isinstance(c, CodeType)]  # nested functions, lambdas
+            for name in code.co_names:  # helpers of the same module
+                helper = function.__globals__.get(name)
+                if inspect.isfunction(helper) and helper.__module__ == function.__module__:
+                    functions.append(helper)
+    return names
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures, names = set(getattr(item, "fixturenames", ())), _names_used(item)
+        for marker in USES_FIXTURES.keys() | USES_NAMES.keys():
+            if fixtures & USES_FIXTURES.get(marker, set()) or names & USES_NAMES.get(marker, set()):
+                item.add_marker(marker)
 
 
 def free_port() -> int:

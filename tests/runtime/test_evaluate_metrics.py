@@ -74,6 +74,7 @@ def test_evaluate_command_on_the_packaged_model(eval_file, model_dir, capsys):
     assert m["ndcg@10"] > 0.5
 
 
+@pytest.mark.model  # the default --model: the packaged model, loaded with no fixture
 def test_evaluate_command_prints_a_table_for_the_packaged_model(tmp_path, dev_pairs, capsys):
     small = tmp_path / "small.csv"  # CSV works the same as JSONL
     small.write_text("query,text\n" + "".join(f'"{p["query"]}","{p["text"].replace(chr(34), "")}"\n'
