@@ -6,20 +6,14 @@ leftovers; the session node and endpoint are shared.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from search_glue import handler
+from search_glue.handler import GlueFailure
+from search_glue.properties import PropertyError
 
 from semsearch.local.stack import run_custom_resource
 from tests.conftest import free_port
 from tests.e2e.conftest import exists, ml_objects
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
-
-from search_glue import handler  # noqa: E402
-from search_glue.handler import GlueFailure  # noqa: E402
-from search_glue.properties import PropertyError  # noqa: E402
 
 NOTHING = {"connectors": 0, "model_groups": 0, "models": 0}
 

@@ -11,21 +11,16 @@ endpoint. Everything between (ml-commons, the connector, the glue) is the real t
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import urllib3
+from search_glue import handler, steps
+from search_glue.handler import GlueFailure
 
 from semsearch.local.stack import run_custom_resource
 from tests.e2e.conftest import invocation_url
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
-
-from search_glue import handler, steps  # noqa: E402
-from search_glue.handler import GlueFailure  # noqa: E402
 
 COMPONENT = "e2e-zero-model"
 # The SageMaker runtime's words for an invocation of a component with no copies.

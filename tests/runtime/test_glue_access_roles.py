@@ -5,17 +5,12 @@ bodies allow what the searchers and the loader do, and nothing more."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from search_glue import steps
+from search_glue.properties import PropertyError, parse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
-
-from search_glue import steps  # noqa: E402
-from search_glue.properties import PropertyError, parse  # noqa: E402
-
-from tests.runtime.test_glue_properties import AWS, LOCAL  # noqa: E402
+from tests.runtime.test_glue_properties import AWS, LOCAL
 
 SEARCHERS = ["arn:aws:iam::123456789012:role/app", "arn:aws:iam::123456789012:role/analyst"]
 LOADER = "arn:aws:iam::123456789012:role/loader"

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import pytest
+from search_glue import handler, steps
+from search_glue.client import OpenSearch, StepError
+from search_glue.properties import parse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
-
-from search_glue import handler, steps  # noqa: E402
-from search_glue.client import OpenSearch, StepError  # noqa: E402
-from search_glue.properties import parse  # noqa: E402
-
-from tests.runtime.test_glue_properties import AWS  # noqa: E402
+from tests.runtime.test_glue_properties import AWS
 
 
 def test_connector_sends_the_inference_component_header():
