@@ -158,3 +158,27 @@ def test_no_test_reads_the_shared_folder_beside_the_checkout():
                  if p.name not in ("test_toolchain.py", "test_bench_data.py")  # (the latter: a tmp folder)
                  and re.search(r"SEMSEARCH_DATA_DIR|parent\s*/\s*[\"']shared[\"']|\.\./shared", p.read_text())]
     assert offenders == []
+
+
+def _undeclared(paths: list[Path], requirements: set[str]) -> dict[str, list[str]]:
+    """Third-party modules these files import whose distribution is not named in ``requirements``
+    itself (a package that only arrives as another's dependency can vanish with the next bump)."""
+    from importlib import metadata
+
+    local = {p.name.removesuffix(".py") for folder in (REPO_ROOT, REPO_ROOT / "lambda", REPO_ROOT / "tests" / "runtime")
+             for p in folder.iterdir()}
+    third_party = _imported_top_level_modules(paths) - set(sys.stdlib_module_names) - local - {"__future__"}
+    providers = metadata.packages_distributions()
+    return {module: providers.get(module, []) for module in sorted(third_party)
+            if not {_canonical(d) for d in providers.get(module, [])} & requirements}
+
+
+def test_every_test_dependency_is_declared_by_name():
+    """tests/infra imports only what requirements-infra.txt names; the other tests and bench/ only
+    what requirements-dev.txt names (the container's own venv: tests/runtime/sagemaker_pytorch_container.txt)."""
+    infra = _undeclared([*REPO_ROOT.glob("tests/infra/**/*.py"), REPO_ROOT / "tests" / "conftest.py"],
+                        _requirement_names(REPO_ROOT / "requirements-infra.txt"))
+    assert infra == {}, "imported by tests/infra, not named in requirements-infra.txt"
+    dev = _undeclared([*REPO_ROOT.glob("tests/**/*.py"), *REPO_ROOT.glob("bench/**/*.py")],
+                      _requirement_names(REPO_ROOT / "requirements-dev.txt"))
+    assert dev == {}, "imported by tests or bench, not named in requirements-dev.txt"
