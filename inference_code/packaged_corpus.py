@@ -40,7 +40,7 @@ def write_corpus(model_dir: Path, ids: list, embeddings: np.ndarray) -> None:
     (folder / IDS_FILE).write_text(json.dumps(ids), encoding="utf-8")
 
 
-def load_corpus(model_dir: Path) -> PackagedCorpus | None:
+def load_corpus(model_dir: str | Path) -> PackagedCorpus | None:
     """The packaged corpus, or None when the model was packaged without one."""
     folder = Path(model_dir) / CORPUS_SUBDIR
     if not (folder / EMBEDDINGS_FILE).is_file():
