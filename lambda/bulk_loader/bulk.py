@@ -6,8 +6,8 @@ carry their vector. Items answered 429 or 5xx are sent again with exponential ba
 any other item error is final. Nothing is dropped: each document ends up indexed or in
 ``failed`` with its reason.
 
-HTTP is urllib3 with botocore's SigV4 signer (service ``es``) on Amazon OpenSearch
-Service, basic auth or none on a local node; all three ship in the Lambda runtime.
+HTTP is the shared client (opensearch_http): SigV4 on Amazon OpenSearch Service, basic
+auth or none on a local node.
 """
 
 from __future__ import annotations
@@ -20,79 +20,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import urllib3
+from opensearch_http import CredentialsError, OpenSearchClient, Unreachable
 
 from .source import Doc
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-AUTH_MODES = ("sigv4", "basic", "none")
 
 
 class LoadError(Exception):
     """The load cannot go on (index missing, access denied, out of time); says what and where."""
 
 
-class OpenSearch:
-    """One domain or node and how to authenticate to it."""
-
-    def __init__(self, url: str, *, auth_mode: str = "sigv4", region: str = "", username: str = "",
-                 password: str = "", ca_file: str = "", timeout_s: float = 60.0):
-        if auth_mode not in AUTH_MODES:
-            raise LoadError(f"auth mode {auth_mode!r}: expected one of {', '.join(AUTH_MODES)}")
-        if auth_mode == "sigv4" and not region:
-            raise LoadError("SigV4 needs the domain's region (AWS_REGION)")
-        self.url = url.rstrip("/")
-        self.auth_mode, self.region, self.username, self.password = auth_mode, region, username, password
-        tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED"}
-        if ca_file:
-            tls["ca_certs"] = ca_file
-        # Retries are ours (per item, with backoff), so urllib3's own are off.
-        self.pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=timeout_s), **tls)
-        self._credentials: Any = None
-
-    def _headers(self, method: str, url: str, data: bytes | None, content_type: str) -> dict[str, str]:
-        headers = {"Content-Type": content_type}
-        if self.auth_mode == "basic":
-            headers.update(urllib3.make_headers(basic_auth=f"{self.username}:{self.password}"))
-        elif self.auth_mode == "sigv4":
-            from botocore.auth import SigV4Auth
-            from botocore.awsrequest import AWSRequest
-            from botocore.session import Session
-
-            if self._credentials is None:
-                self._credentials = Session().get_credentials()
-                if self._credentials is None:
-                    raise LoadError("no AWS credentials found to sign requests (SigV4)")
-            request = AWSRequest(method=method, url=url, data=data, headers=headers)
-            # Frozen per request: the Lambda role's credentials rotate under a long load.
-            SigV4Auth(self._credentials.get_frozen_credentials(), "es", self.region).add_auth(request)
-            headers = dict(request.headers.items())
-        return headers
-
-    def request(self, method: str, path: str, data: bytes | None = None,
-                content_type: str = "application/json") -> tuple[int, Any]:
-        """(status, parsed body) of one request; urllib3.exceptions.HTTPError when unreachable."""
-        url = self.url + path
-        resp = self.pool.request(method, url, body=data, headers=self._headers(method, url, data, content_type))
-        try:
-            body = json.loads(resp.data) if resp.data else None
-        except ValueError:
-            body = resp.data.decode(errors="replace")[:2000]
-        return resp.status, body
-
-
-def vector_dimension(client: OpenSearch, index: str, field_name: str) -> int:
+def vector_dimension(client: OpenSearchClient, index: str, field_name: str) -> int:
     """The index's k-NN dimension for ``field_name``; LoadError when it is not a knn_vector.
 
     Checked before the first write: a missing field would be created by dynamic mapping as
     a plain float array, and the documents would look indexed but never match a query.
     """
     try:
-        status, body = client.request("GET", f"/{index}/_mapping")
-    except urllib3.exceptions.HTTPError as e:
-        raise LoadError(f"cannot reach {client.url}: {e}") from e
+        status, body = client.send("GET", f"/{index}/_mapping")
+    except (Unreachable, CredentialsError) as e:
+        raise LoadError(str(e)) from e
     if status != 200:
         raise LoadError(f"GET /{index}/_mapping -> HTTP {status}: {json.dumps(body)[:1000]}"
                         + (" (the loader's role needs an FGAC mapping on the domain)" if status == 403 else ""))
@@ -132,7 +82,7 @@ class Report:
 class BulkWriter:
     """Buffers documents into ``_bulk`` requests of at most ``max_docs`` / ``max_bytes``."""
 
-    def __init__(self, client: OpenSearch, index: str, report: Report, *, vector_field: str = "embedding",
+    def __init__(self, client: OpenSearchClient, index: str, report: Report, *, vector_field: str = "embedding",
                  text_field: str = "text", max_docs: int = 500, max_bytes: int = 5_000_000, attempts: int = 6,
                  backoff_s: float = 0.5, max_backoff_s: float = 20.0,
                  sleep: Callable[[float], None] = time.sleep):
@@ -171,9 +121,9 @@ class BulkWriter:
                 self.sleep(self._delay(attempt))
             self.report.requests += 1
             try:
-                status, body = self.client.request("POST", f"/{self.index}/_bulk?pipeline=_none",
-                                                   b"".join(lines for _, lines in pending), "application/x-ndjson")
-            except urllib3.exceptions.HTTPError as e:
+                status, body = self.client.send("POST", f"/{self.index}/_bulk?pipeline=_none",
+                                                b"".join(lines for _, lines in pending), "application/x-ndjson")
+            except Unreachable as e:
                 reason = {doc_id: f"unreachable: {e}" for doc_id, _ in pending}
                 log.warning("bulk request failed (%s), attempt %d of %d", e, attempt + 1, self.attempts)
                 continue

@@ -14,7 +14,8 @@ Event (every key optional except an input; defaults from the environment in brac
 
 Environment: OPENSEARCH_URL; AUTH_MODE (sigv4 | basic | none; default sigv4, region from
 AWS_REGION); OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD for basic; CA_FILE; BULK_DOCS (500),
-BULK_BYTES (5000000), MAX_ATTEMPTS (6), BACKOFF_S (0.5).
+BULK_BYTES (5000000), MAX_ATTEMPTS (6), BACKOFF_S (0.5); LOG_LEVEL (INFO). Logs are one JSON
+line each, with the invocation's request id (json_logging).
 
 Returns {"documents_in", "documents_indexed", "documents_failed", "retried", "requests",
 "complete", "failures", "objects", "index"} when every line was indexed. Otherwise raises
@@ -27,13 +28,19 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
-from .bulk import BulkWriter, LoadError, OpenSearch, Report, vector_dimension
+from json_logging import lambda_entry, set_level
+from opensearch_http import ClientConfigError, OpenSearchClient
+
+from .bulk import BulkWriter, LoadError, Report, vector_dimension
 from .source import BadLine, expand, parse_line, read_lines
 
-log = logging.getLogger()
-log.setLevel(logging.INFO)
+log = logging.getLogger(__name__)
+LOGGERS = ("bulk_loader", "opensearch_http")
+set_level(*LOGGERS)
 
 # Stop reading with this much time left, so the error (and what was done) gets reported.
 TIME_RESERVE_MS = 30_000
@@ -63,22 +70,26 @@ def _inputs(event: dict[str, Any]) -> list[str]:
     raise LoadError("no input: give 'input' (s3:// URI, prefix or list), or 'bucket' with 'prefix' or 'key'")
 
 
-def client_from_env() -> OpenSearch:
+def client_from_env() -> OpenSearchClient:
     url = os.environ.get("OPENSEARCH_URL")
     if not url:
         raise LoadError("OPENSEARCH_URL is not set (the domain endpoint, https://...)")
-    return OpenSearch(
-        url,
-        auth_mode=os.environ.get("AUTH_MODE", "sigv4"),
-        region=os.environ.get("AWS_REGION", ""),
-        username=os.environ.get("OPENSEARCH_USERNAME", ""),
-        password=os.environ.get("OPENSEARCH_PASSWORD", ""),
-        ca_file=os.environ.get("CA_FILE", ""),
-    )
+    try:
+        return OpenSearchClient(
+            url,
+            auth_mode=os.environ.get("AUTH_MODE", "sigv4"),
+            region=os.environ.get("AWS_REGION", ""),
+            username=os.environ.get("OPENSEARCH_USERNAME", ""),
+            password=os.environ.get("OPENSEARCH_PASSWORD", ""),
+            ca_file=os.environ.get("CA_FILE", ""),
+        )
+    except ClientConfigError as e:
+        raise LoadError(f"{e} (AUTH_MODE, AWS_REGION)") from e
 
 
-def load(event: dict[str, Any], *, client: OpenSearch, s3_client: Any = None,
-         remaining_ms: Any = None, sleep: Any = None) -> dict[str, Any]:
+def load(event: dict[str, Any], *, client: OpenSearchClient, s3_client: Any = None,
+         remaining_ms: Callable[[], int] | None = None,
+         sleep: Callable[[float], None] | None = None) -> dict[str, Any]:
     """The handler's work with its collaborators passed in (the tests give a local node)."""
     index = _setting(event, "index", "INDEX_NAME")
     vector_field = _setting(event, "vector_field", "EMBEDDING_FIELD", "embedding")
@@ -86,12 +97,11 @@ def load(event: dict[str, Any], *, client: OpenSearch, s3_client: Any = None,
     uris = expand(_inputs(event), suffix=event.get("suffix", ""), s3_client=s3_client)
     dimension = vector_dimension(client, index, vector_field)
     report = Report()
-    extra = {"sleep": sleep} if sleep else {}
     writer = BulkWriter(client, index, report, vector_field=vector_field, text_field=text_field,
                         max_docs=int(os.environ.get("BULK_DOCS", 500)),
                         max_bytes=int(os.environ.get("BULK_BYTES", 5_000_000)),
                         attempts=int(os.environ.get("MAX_ATTEMPTS", 6)),
-                        backoff_s=float(os.environ.get("BACKOFF_S", 0.5)), **extra)
+                        backoff_s=float(os.environ.get("BACKOFF_S", 0.5)), sleep=sleep or time.sleep)
     for uri in uris:
         for number, line in read_lines(uri, s3_client=s3_client):
             if remaining_ms is not None and remaining_ms() < TIME_RESERVE_MS:
@@ -107,12 +117,14 @@ def load(event: dict[str, Any], *, client: OpenSearch, s3_client: Any = None,
         log.info("read %s: %d documents so far", uri, report.documents_in)
     writer.flush()
     result = {**report.as_dict(), "objects": uris, "index": index}
-    log.info("bulk load: %s", {k: v for k, v in result.items() if k != "failures"})
+    log.info("bulk load: %d of %d document(s) indexed", report.documents_indexed, report.documents_in,
+             extra={"data": {k: v for k, v in result.items() if k != "failures"}})
     if not report.complete:
         raise BulkLoadError(report.summary())
     return result
 
 
+@lambda_entry(*LOGGERS)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     return load(event, client=client_from_env(), remaining_ms=remaining)

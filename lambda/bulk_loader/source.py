@@ -63,7 +63,7 @@ def parse_line(line: str | bytes, origin: str, dimension: int | None) -> Doc:
 # --------------------------------------------------------------------------- reading
 
 
-def _s3():
+def _s3() -> Any:
     import boto3  # in the Lambda runtime; imported here so local file:// runs need none
 
     return boto3.client("s3")

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any
+
+from json_logging import lambda_entry, set_level
 
 from . import steps
 from .client import OpenSearch, StepError
@@ -26,8 +27,9 @@ from .properties import PHYSICAL_ID_RE, GlueProperties, PropertyError, parse
 from .steps import Names
 
 log = logging.getLogger(__name__)
-# The Lambda runtime's root logger drops INFO; every step is worth a line in CloudWatch.
-logging.getLogger("search_glue").setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+# Every step is worth a line in CloudWatch: LOG_LEVEL (default INFO), one JSON line each.
+LOGGERS = ("search_glue", "opensearch_http")
+set_level(*LOGGERS)
 
 
 class GlueFailure(Exception):
@@ -42,7 +44,7 @@ def _old_properties(event: dict[str, Any]) -> GlueProperties | None:
 
 
 @contextlib.contextmanager
-def _cleanup_on_failure(os: OpenSearch, names: Names, created: list[str]) -> Iterator[None]:
+def _cleanup_on_failure(client: OpenSearch, names: Names, created: list[str]) -> Iterator[None]:
     """On failure, remove what this request created (never what it found and adopted), re-raise."""
     try:
         yield
@@ -52,12 +54,13 @@ def _cleanup_on_failure(os: OpenSearch, names: Names, created: list[str]) -> Ite
         if not created:
             raise GlueFailure(f"{reason} [cleaned up {names.physical_id}: nothing had been created]") from e
         try:
-            steps.teardown(os, names, only=set(created))
+            steps.teardown(client, names, only=set(created))
         except Exception as cleanup_error:
             raise GlueFailure(f"{reason} [cleanup of {names.physical_id} also failed: {cleanup_error}]") from e
         raise GlueFailure(f"{reason} [cleaned up {names.physical_id}: removed {', '.join(created)}]") from e
 
 
+@lambda_entry(*LOGGERS)
 def on_event(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     request_type = event.get("RequestType")
     log.info("on_event %s %s", request_type, event.get("PhysicalResourceId", "(new)"))
@@ -68,41 +71,42 @@ def on_event(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     props = parse(event.get("ResourceProperties"))  # before any API call
     names = Names(props.physical_id, props.index_name)
     old = _old_properties(event) if request_type == "Update" else None
-    os = OpenSearch.from_properties(props)
+    client = OpenSearch.from_properties(props)
     created: list[str] = []
-    with _cleanup_on_failure(os, names, created):
-        steps.apply_cluster_settings(os, props)
-        steps.merge_role_mappings(os, props, old)
-        steps.ensure_access_roles(os, props, names, created, old)
+    with _cleanup_on_failure(client, names, created):
+        steps.apply_cluster_settings(client, props)
+        steps.merge_role_mappings(client, props, old)
+        steps.ensure_access_roles(client, props, names, created, old)
         connector_id = steps.ensure_connector(
-            os, props, names, created, credentials_changed=old is not None and old.credential() != props.credential())
-        group_id = steps.ensure_model_group(os, names, created)
-        model_id = steps.ensure_model(os, names, connector_id, group_id, created)
-        steps.request_deploy(os, model_id)
+            client, props, names, created, credentials_changed=old is not None and old.credential() != props.credential())
+        group_id = steps.ensure_model_group(client, names, created)
+        model_id = steps.ensure_model(client, names, connector_id, group_id, created)
+        steps.request_deploy(client, model_id)
     # "Created" is not for CloudFormation: the Provider framework passes every field of this
     # answer on to is_complete, which needs it to clean up after a failure of its own.
     return {"PhysicalResourceId": names.physical_id, "Created": created,
             "Data": {"ConnectorId": connector_id, "ModelGroupId": group_id, "ModelId": model_id}}
 
 
+@lambda_entry(*LOGGERS)
 def is_complete(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     if event.get("RequestType") == "Delete":
         return {"IsComplete": True}
     props = parse(event.get("ResourceProperties"))
     names = Names(props.physical_id, props.index_name)
-    os = OpenSearch.from_properties(props)
+    client = OpenSearch.from_properties(props)
     created = list(event.get("Created") or [])
-    with _cleanup_on_failure(os, names, created):
-        model = _only(steps.find_all(os, "deploy", "models", names.model), "model", names.model)
-        if not steps.deployed(os, model["id"]):
+    with _cleanup_on_failure(client, names, created):
+        model = _only(steps.find_all(client, "deploy", "models", names.model), "model", names.model)
+        if not steps.deployed(client, model["id"]):
             return {"IsComplete": False}
         connector_id = model["connector_id"]
-        steps.smoke_test(os, props, model["id"], connector_hint=f"{names.connector} ({connector_id}) -> "
+        steps.smoke_test(client, props, model["id"], connector_hint=f"{names.connector} ({connector_id}) -> "
                                                                  f"{props.invocation_url}")
-        steps.ensure_ingest_pipeline(os, props, names, model["id"], created)
-        steps.ensure_index(os, props, names, created)
-        steps.point_alias(os, names)
-        search_pipeline = steps.ensure_search_pipeline(os, props, names, created)
+        steps.ensure_ingest_pipeline(client, props, names, model["id"], created)
+        steps.ensure_index(client, props, names, created)
+        steps.point_alias(client, names)
+        search_pipeline = steps.ensure_search_pipeline(client, props, names, created)
     return {"IsComplete": True, "Data": {
         "ConnectorId": connector_id,
         "ModelGroupId": model["model_group_id"],
@@ -141,6 +145,7 @@ def _delete(event: dict[str, Any]) -> dict[str, Any]:
     return {"PhysicalResourceId": physical_id}
 
 
+@lambda_entry(*LOGGERS)
 def watchdog(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Redeploy the model if it dropped out (a domain restart can leave it undeployed).
 
@@ -154,14 +159,14 @@ def watchdog(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """
     props = parse(event.get("ResourceProperties", event))
     names = Names(props.physical_id, props.index_name)
-    os = OpenSearch.from_properties(props)
-    model = _only(steps.find_all(os, "watchdog", "models", names.model), "model", names.model)
+    client = OpenSearch.from_properties(props)
+    model = _only(steps.find_all(client, "watchdog", "models", names.model), "model", names.model)
     model_id = model["id"]
-    state = steps.model_state(os, model_id)
+    state = steps.model_state(client, model_id)
     hint = f"{names.connector} -> {props.invocation_url}"
     if state == "DEPLOYED":
         try:
-            endpoint = _probe(os, props, model_id, hint)
+            endpoint = _probe(client, props, model_id, hint)
             log.info("watchdog: model %s deployed, endpoint %s", model_id, endpoint)
             return {"ModelId": model_id, "State": state, "Action": "none", "Endpoint": endpoint}
         except steps.DimensionMismatch:
@@ -170,17 +175,17 @@ def watchdog(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             log.warning("watchdog: model %s reads DEPLOYED but does not answer (%s): redeploying", model_id, e)
     else:
         log.warning("watchdog: model %s is %s: redeploying", model_id, state)
-    os.call("watchdog", "POST", f"/_plugins/_ml/models/{model_id}/_deploy")
-    steps.wait_deployed(os, model_id)
-    endpoint = _probe(os, props, model_id, hint)
+    client.call("watchdog", "POST", f"/_plugins/_ml/models/{model_id}/_deploy")
+    steps.wait_deployed(client, model_id)
+    endpoint = _probe(client, props, model_id, hint)
     return {"ModelId": model_id, "State": "DEPLOYED", "Action": "redeployed", "PreviousState": state,
             "Endpoint": endpoint}
 
 
-def _probe(os: OpenSearch, props: GlueProperties, model_id: str, hint: str) -> str:
+def _probe(client: OpenSearch, props: GlueProperties, model_id: str, hint: str) -> str:
     """"answering" (with the right dimension) or "asleep"; anything else raises StepError."""
     try:
-        (vector,) = steps.embed(os, model_id, [steps.SMOKE_TEXT], step="watchdog", connector_hint=hint, props=props)
+        (vector,) = steps.embed(client, model_id, [steps.SMOKE_TEXT], step="watchdog", connector_hint=hint, props=props)
     except steps.EndpointAsleep as e:
         log.info("watchdog: endpoint asleep: %s", e.detail)
         return "asleep"

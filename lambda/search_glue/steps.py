@@ -94,12 +94,12 @@ class Names:
 # Settings and role mappings
 
 
-def apply_cluster_settings(os: OpenSearch, props: GlueProperties) -> None:
+def apply_cluster_settings(client: OpenSearch, props: GlueProperties) -> None:
     if props.cluster_settings:
-        os.call("cluster_settings", "PUT", "/_cluster/settings", {"persistent": props.cluster_settings})
+        client.call("cluster_settings", "PUT", "/_cluster/settings", {"persistent": props.cluster_settings})
 
 
-def merge_role_mappings(os: OpenSearch, props: GlueProperties, old: GlueProperties | None = None) -> None:
+def merge_role_mappings(client: OpenSearch, props: GlueProperties, old: GlueProperties | None = None) -> None:
     """Add backend roles to FGAC role mappings, keeping every mapping already there.
 
     PUT would replace a mapping's whole list; a JSON-patch ``add`` at ``/<role>/backend_roles/-``
@@ -108,7 +108,7 @@ def merge_role_mappings(os: OpenSearch, props: GlueProperties, old: GlueProperti
     leaving all_access for its own role), and nothing else.
     """
     for role, wanted in props.role_mappings.items():
-        status, body = os.call("role_mapping", "GET", f"/_plugins/_security/api/rolesmapping/{role}", ok=(404,))
+        status, body = client.call("role_mapping", "GET", f"/_plugins/_security/api/rolesmapping/{role}", ok=(404,))
         existing = (body or {}).get(role, {}).get("backend_roles", []) if status == 200 else None
         if existing is None:
             ops = [{"op": "add", "path": f"/{role}", "value": {"backend_roles": list(dict.fromkeys(wanted))}}]
@@ -117,18 +117,18 @@ def merge_role_mappings(os: OpenSearch, props: GlueProperties, old: GlueProperti
                    for arn in dict.fromkeys(wanted) if arn not in existing]
         if ops:
             log.info("role_mapping: adding %s to %s", [a for a in wanted if a not in (existing or [])], role)
-            os.call("role_mapping", "PATCH", "/_plugins/_security/api/rolesmapping", ops)
+            client.call("role_mapping", "PATCH", "/_plugins/_security/api/rolesmapping", ops)
     for role, before in (old.role_mappings if old else {}).items():
         dropped = set(before) - set(props.role_mappings.get(role, []))
         if not dropped:
             continue
-        status, body = os.call("role_mapping", "GET", f"/_plugins/_security/api/rolesmapping/{role}", ok=(404,))
+        status, body = client.call("role_mapping", "GET", f"/_plugins/_security/api/rolesmapping/{role}", ok=(404,))
         existing = body[role].get("backend_roles", []) if status == 200 else []
         # Highest index first: each removal leaves the positions of the next ones unchanged.
         positions = sorted((i for i, arn in enumerate(existing) if arn in dropped), reverse=True)
         if positions:
             log.info("role_mapping: removing %s from %s", [existing[i] for i in positions], role)
-            os.call("role_mapping", "PATCH", "/_plugins/_security/api/rolesmapping",
+            client.call("role_mapping", "PATCH", "/_plugins/_security/api/rolesmapping",
                     [{"op": "remove", "path": f"/{role}/backend_roles/{i}"} for i in positions])
 
 
@@ -155,7 +155,7 @@ def access_roles(props: GlueProperties, names: Names) -> dict[str, tuple[str, di
             "loader_role": (names.loader_role, loader, props.loader_backend_roles)}
 
 
-def ensure_access_roles(os: OpenSearch, props: GlueProperties, names: Names, created: list[str],
+def ensure_access_roles(client: OpenSearch, props: GlueProperties, names: Names, created: list[str],
                         old: GlueProperties | None = None) -> None:
     """The search and loader roles, each mapped to exactly its backend roles.
 
@@ -169,31 +169,31 @@ def ensure_access_roles(os: OpenSearch, props: GlueProperties, names: Names, cre
     for kind, (role, body, backend_roles) in access_roles(props, names).items():
         if not backend_roles:
             if kind in before and before[kind][2]:
-                _delete_role(os, role)
+                _delete_role(client, role)
                 log.info("%s: %s removed (no backend roles any more)", kind, role)
             continue
-        status, _ = os.call(kind, "GET", f"/_plugins/_security/api/roles/{role}", ok=(404,))
-        os.call(kind, "PUT", f"/_plugins/_security/api/roles/{role}", body)
+        status, _ = client.call(kind, "GET", f"/_plugins/_security/api/roles/{role}", ok=(404,))
+        client.call(kind, "PUT", f"/_plugins/_security/api/roles/{role}", body)
         if status == 404:
             created.append(kind)
-        os.call(kind, "PUT", f"/_plugins/_security/api/rolesmapping/{role}", {"backend_roles": list(backend_roles)})
+        client.call(kind, "PUT", f"/_plugins/_security/api/rolesmapping/{role}", {"backend_roles": list(backend_roles)})
         log.info("%s: %s mapped to %s", kind, role, list(backend_roles))
 
 
-def _delete_role(os: OpenSearch, role: str) -> None:
-    os.call("delete_role", "DELETE", f"/_plugins/_security/api/rolesmapping/{role}", ok=(404,))
-    os.call("delete_role", "DELETE", f"/_plugins/_security/api/roles/{role}", ok=(404,))
+def _delete_role(client: OpenSearch, role: str) -> None:
+    client.call("delete_role", "DELETE", f"/_plugins/_security/api/rolesmapping/{role}", ok=(404,))
+    client.call("delete_role", "DELETE", f"/_plugins/_security/api/roles/{role}", ok=(404,))
 
 
 # ---------------------------------------------------------------------------------------
 # Finding by name
 
 
-def find_all(os: OpenSearch, step: str, kind: str, name: str) -> list[dict[str, Any]]:
+def find_all(client: OpenSearch, step: str, kind: str, name: str) -> list[dict[str, Any]]:
     """ml-commons objects (connectors, model_groups, models) whose name is exactly ``name``."""
     query = {"size": 100, "query": {"term": {"name.keyword": name}}}
     # Before the first object of a kind exists its system index does not either: 404 = none.
-    status, body = os.call(step, "POST", f"/_plugins/_ml/{kind}/_search", query, ok=(404,))
+    status, body = client.call(step, "POST", f"/_plugins/_ml/{kind}/_search", query, ok=(404,))
     if status == 404:
         return []
     return [{"id": hit["_id"], **hit["_source"]} for hit in body["hits"]["hits"]]
@@ -230,16 +230,16 @@ def connector_body(props: GlueProperties, name: str) -> dict[str, Any]:
     }
 
 
-def ensure_connector(os: OpenSearch, props: GlueProperties, names: Names, created: list[str], *,
+def ensure_connector(client: OpenSearch, props: GlueProperties, names: Names, created: list[str], *,
                      credentials_changed: bool) -> str:
     """The connector's id, created if missing; client_config/credential brought up to date.
 
     ml-commons refuses to change a connector a deployed model uses, so an update undeploys
     the model first; ``ensure_deployed`` redeploys it.
     """
-    hits = find_all(os, "connector", "connectors", names.connector)
+    hits = find_all(client, "connector", "connectors", names.connector)
     if not hits:
-        _, body = os.call("connector", "POST", "/_plugins/_ml/connectors/_create", connector_body(props, names.connector))
+        _, body = client.call("connector", "POST", "/_plugins/_ml/connectors/_create", connector_body(props, names.connector))
         created.append("connector")
         log.info("connector: created %s", body["connector_id"])
         return str(body["connector_id"])
@@ -250,30 +250,30 @@ def ensure_connector(os: OpenSearch, props: GlueProperties, names: Names, create
     if drifted or credentials_changed:
         log.info("connector: updating %s (client_config %s, credentials %s)", connector_id,
                  "changed" if drifted else "same", "changed" if credentials_changed else "same")
-        for model in find_all(os, "connector", "models", names.model):
-            undeploy(os, model["id"])
-        os.call("connector", "PUT", f"/_plugins/_ml/connectors/{connector_id}", props.updatable_connector_part())
+        for model in find_all(client, "connector", "models", names.model):
+            undeploy(client, model["id"])
+        client.call("connector", "PUT", f"/_plugins/_ml/connectors/{connector_id}", props.updatable_connector_part())
     else:
         log.info("connector: adopted %s", connector_id)
     return connector_id
 
 
-def ensure_model_group(os: OpenSearch, names: Names, created: list[str]) -> str:
-    found = _first_id(find_all(os, "model_group", "model_groups", names.model_group))
+def ensure_model_group(client: OpenSearch, names: Names, created: list[str]) -> str:
+    found = _first_id(find_all(client, "model_group", "model_groups", names.model_group))
     if found:
         log.info("model_group: adopted %s", found)
         return found
-    _, body = os.call("model_group", "POST", "/_plugins/_ml/model_groups/_register",
+    _, body = client.call("model_group", "POST", "/_plugins/_ml/model_groups/_register",
                       {"name": names.model_group, "description": "semsearch remote embedding models"})
     created.append("model_group")
     log.info("model_group: created %s", body["model_group_id"])
     return str(body["model_group_id"])
 
 
-def wait_task(os: OpenSearch, step: str, task_id: str, timeout_s: float) -> dict[str, Any]:
+def wait_task(client: OpenSearch, step: str, task_id: str, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
-        _, task = os.call(step, "GET", f"/_plugins/_ml/tasks/{task_id}")
+        _, task = client.call(step, "GET", f"/_plugins/_ml/tasks/{task_id}")
         if task.get("state") == "COMPLETED":
             return dict(task)
         if task.get("state") in ("FAILED", "CANCELLED", "COMPLETED_WITH_ERROR"):
@@ -283,38 +283,38 @@ def wait_task(os: OpenSearch, step: str, task_id: str, timeout_s: float) -> dict
         time.sleep(POLL_S)
 
 
-def ensure_model(os: OpenSearch, names: Names, connector_id: str, group_id: str, created: list[str], *,
+def ensure_model(client: OpenSearch, names: Names, connector_id: str, group_id: str, created: list[str], *,
                  timeout_s: float = 60) -> str:
     """The registered remote model's id (function_name remote), registering it if missing."""
-    for hit in find_all(os, "register", "models", names.model):
+    for hit in find_all(client, "register", "models", names.model):
         if hit.get("model_group_id") == group_id and hit.get("model_state") not in ("REGISTER_FAILED",):
             log.info("register: adopted model %s (%s)", hit["id"], hit.get("model_state"))
             return str(hit["id"])
-    _, body = os.call("register", "POST", "/_plugins/_ml/models/_register", {
+    _, body = client.call("register", "POST", "/_plugins/_ml/models/_register", {
         "name": names.model, "function_name": "remote", "model_group_id": group_id,
         "connector_id": connector_id, "description": "remote embedding model (SageMaker endpoint)",
     })
     created.append("model")
-    model_id = body.get("model_id") or wait_task(os, "register", body["task_id"], timeout_s)["model_id"]
+    model_id = body.get("model_id") or wait_task(client, "register", body["task_id"], timeout_s)["model_id"]
     log.info("register: model %s", model_id)
     return str(model_id)
 
 
-def model_state(os: OpenSearch, model_id: str) -> str:
-    _, body = os.call("deploy", "GET", f"/_plugins/_ml/models/{model_id}")
+def model_state(client: OpenSearch, model_id: str) -> str:
+    _, body = client.call("deploy", "GET", f"/_plugins/_ml/models/{model_id}")
     return str(body.get("model_state", "UNKNOWN"))
 
 
-def request_deploy(os: OpenSearch, model_id: str) -> None:
+def request_deploy(client: OpenSearch, model_id: str) -> None:
     """Ask for deployment unless the model is deployed (or deploying) already."""
-    if model_state(os, model_id) not in ("DEPLOYED", "DEPLOYING"):
-        os.call("deploy", "POST", f"/_plugins/_ml/models/{model_id}/_deploy")
+    if model_state(client, model_id) not in ("DEPLOYED", "DEPLOYING"):
+        client.call("deploy", "POST", f"/_plugins/_ml/models/{model_id}/_deploy")
         log.info("deploy: requested for %s", model_id)
 
 
-def deployed(os: OpenSearch, model_id: str) -> bool:
+def deployed(client: OpenSearch, model_id: str) -> bool:
     """True once deployed, False while deploying; a failed deployment raises."""
-    state = model_state(os, model_id)
+    state = model_state(client, model_id)
     if state == "DEPLOYED":
         return True
     if state in ("DEPLOY_FAILED", "UNDEPLOYED", "REGISTERED"):
@@ -322,21 +322,21 @@ def deployed(os: OpenSearch, model_id: str) -> bool:
     return False
 
 
-def wait_deployed(os: OpenSearch, model_id: str, timeout_s: float = 60) -> None:
+def wait_deployed(client: OpenSearch, model_id: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
-    while not deployed(os, model_id):
+    while not deployed(client, model_id):
         if time.monotonic() > deadline:
             raise StepError("deploy", f"model {model_id} not DEPLOYED after {timeout_s:.0f} s")
         time.sleep(POLL_S)
 
 
-def undeploy(os: OpenSearch, model_id: str, timeout_s: float = 30) -> None:
+def undeploy(client: OpenSearch, model_id: str, timeout_s: float = 30) -> None:
     """Undeploy and wait until the model no longer reads deployed (the answer comes first)."""
-    status, _ = os.call("undeploy", "POST", f"/_plugins/_ml/models/{model_id}/_undeploy", ok=(404,))
+    status, _ = client.call("undeploy", "POST", f"/_plugins/_ml/models/{model_id}/_undeploy", ok=(404,))
     if status == 404:
         return
     deadline = time.monotonic() + timeout_s
-    while model_state(os, model_id) in ("DEPLOYED", "DEPLOYING", "PARTIALLY_DEPLOYED"):
+    while model_state(client, model_id) in ("DEPLOYED", "DEPLOYING", "PARTIALLY_DEPLOYED"):
         if time.monotonic() > deadline:
             raise StepError("undeploy", f"model {model_id} still deployed {timeout_s:.0f} s after _undeploy")
         time.sleep(POLL_S)
@@ -360,7 +360,7 @@ def scaled_to_zero(props: GlueProperties, error: StepError) -> bool:
     return bool(props.inference_component) and error.status == 400 and NO_CAPACITY in json.dumps(error.body)
 
 
-def embed(os: OpenSearch, model_id: str, texts: list[str], *, step: str = "predict",
+def embed(client: OpenSearch, model_id: str, texts: list[str], *, step: str = "predict",
           connector_hint: str = "", attempts: int = 4, props: GlueProperties | None = None) -> list[list[float]]:
     """The model's vectors for ``texts`` through the connector (what ingest will do).
 
@@ -370,7 +370,7 @@ def embed(os: OpenSearch, model_id: str, texts: list[str], *, step: str = "predi
     """
     for attempt in range(1, attempts + 1):
         try:
-            _, body = os.call(step, "POST", f"/_plugins/_ml/models/{model_id}/_predict",
+            _, body = client.call(step, "POST", f"/_plugins/_ml/models/{model_id}/_predict",
                               {"parameters": {"input": texts}})
             break
         except StepError as e:
@@ -397,7 +397,7 @@ def check_dimension(props: GlueProperties, vector: list[float], step: str, conse
                               f"returned {len(vector)}; {consequence}")
 
 
-def smoke_test(os: OpenSearch, props: GlueProperties, model_id: str, connector_hint: str) -> bool:
+def smoke_test(client: OpenSearch, props: GlueProperties, model_id: str, connector_hint: str) -> bool:
     """One real embedding: its length must equal Dimension before any index is built on it.
 
     Returns False, having checked nothing, when the endpoint's inference component is
@@ -406,7 +406,7 @@ def smoke_test(os: OpenSearch, props: GlueProperties, model_id: str, connector_h
     run after the component wakes.
     """
     try:
-        (vector,) = embed(os, model_id, [SMOKE_TEXT], connector_hint=connector_hint, props=props)
+        (vector,) = embed(client, model_id, [SMOKE_TEXT], connector_hint=connector_hint, props=props)
     except EndpointAsleep as e:
         log.warning("predict: smoke test skipped: %s. The index is built for Dimension %d unchecked; the "
                     "watchdog checks it once the component has a copy", e.detail, props.dimension)
@@ -416,13 +416,13 @@ def smoke_test(os: OpenSearch, props: GlueProperties, model_id: str, connector_h
     return True
 
 
-def ensure_ingest_pipeline(os: OpenSearch, props: GlueProperties, names: Names, model_id: str,
+def ensure_ingest_pipeline(client: OpenSearch, props: GlueProperties, names: Names, model_id: str,
                            created: list[str]) -> None:
-    status, _ = os.call("ingest_pipeline", "GET", f"/_ingest/pipeline/{names.ingest_pipeline}", ok=(404,))
+    status, _ = client.call("ingest_pipeline", "GET", f"/_ingest/pipeline/{names.ingest_pipeline}", ok=(404,))
     if status == 404:
         created.append("ingest_pipeline")
     # PUT replaces the whole pipeline: the same call creates it and applies a new batch size.
-    os.call("ingest_pipeline", "PUT", f"/_ingest/pipeline/{names.ingest_pipeline}", {
+    client.call("ingest_pipeline", "PUT", f"/_ingest/pipeline/{names.ingest_pipeline}", {
         "description": f"embed {props.text_field} into {props.embedding_field} with model {model_id}",
         "processors": [{"text_embedding": {
             "model_id": model_id,
@@ -452,39 +452,39 @@ def index_body(props: GlueProperties, names: Names) -> dict[str, Any]:
     }
 
 
-def ensure_index(os: OpenSearch, props: GlueProperties, names: Names, created: list[str]) -> None:
-    status, _ = os.call("index", "HEAD", f"/{names.index}", ok=(404,))
+def ensure_index(client: OpenSearch, props: GlueProperties, names: Names, created: list[str]) -> None:
+    status, _ = client.call("index", "HEAD", f"/{names.index}", ok=(404,))
     if status == 404:
-        os.call("index", "PUT", f"/{names.index}", index_body(props, names))
+        client.call("index", "PUT", f"/{names.index}", index_body(props, names))
         created.append("index")
         log.info("index: created %s", names.index)
     else:
         # Replicas are the one index setting an in-place Update may change.
-        os.call("index", "PUT", f"/{names.index}/_settings", {"index": {"number_of_replicas": props.number_of_replicas}})
+        client.call("index", "PUT", f"/{names.index}/_settings", {"index": {"number_of_replicas": props.number_of_replicas}})
         log.info("index: adopted %s", names.index)
 
 
-def point_alias(os: OpenSearch, names: Names) -> None:
+def point_alias(client: OpenSearch, names: Names) -> None:
     """Move the alias to this index in one atomic action (searches never see no index)."""
-    status, body = os.call("alias", "GET", f"/_alias/{names.alias}", ok=(404,))
+    status, body = client.call("alias", "GET", f"/_alias/{names.alias}", ok=(404,))
     holders = list(body) if status == 200 else []
     if holders == [names.index]:
         return
     actions: list[dict[str, Any]] = [{"remove": {"index": i, "alias": names.alias}} for i in holders if i != names.index]
     actions.append({"add": {"index": names.index, "alias": names.alias}})
-    os.call("alias", "POST", "/_aliases", {"actions": actions})
+    client.call("alias", "POST", "/_aliases", {"actions": actions})
     log.info("alias: %s -> %s (was %s)", names.alias, names.index, holders or "unset")
 
 
-def ensure_search_pipeline(os: OpenSearch, props: GlueProperties, names: Names, created: list[str]) -> str:
+def ensure_search_pipeline(client: OpenSearch, props: GlueProperties, names: Names, created: list[str]) -> str:
     path = f"/_search/pipeline/{names.search_pipeline}"
     if not props.hybrid_search:
-        os.call("search_pipeline", "DELETE", path, ok=(404,))
+        client.call("search_pipeline", "DELETE", path, ok=(404,))
         return ""
-    status, _ = os.call("search_pipeline", "GET", path, ok=(404,))
+    status, _ = client.call("search_pipeline", "GET", path, ok=(404,))
     if status == 404:
         created.append("search_pipeline")
-    os.call("search_pipeline", "PUT", path, {
+    client.call("search_pipeline", "PUT", path, {
         "description": "hybrid search: min-max normalized keyword and neural scores",
         "phase_results_processors": [{"normalization-processor": {
             "normalization": {"technique": "min_max"},
@@ -498,7 +498,7 @@ def ensure_search_pipeline(os: OpenSearch, props: GlueProperties, names: Names, 
 # Teardown
 
 
-def _hand_alias_back(os: OpenSearch, names: Names) -> None:
+def _hand_alias_back(client: OpenSearch, names: Names) -> None:
     """Before deleting an index that holds the alias, give the alias to the newest sibling.
 
     A replacement moves the alias to the new index; if the stack then rolls back, the new
@@ -506,47 +506,47 @@ def _hand_alias_back(os: OpenSearch, names: Names) -> None:
     """
     if not names.alias:
         return
-    status, body = os.call("delete_index", "GET", f"/_alias/{names.alias}", ok=(404,))
+    status, body = client.call("delete_index", "GET", f"/_alias/{names.alias}", ok=(404,))
     if status == 404 or names.index not in body:
         return
     prefix = names.physical_id.rsplit("-", 1)[0]
-    status, indices = os.call("delete_index", "GET", f"/{prefix}-*/_settings/index.creation_date", ok=(404,))
+    status, indices = client.call("delete_index", "GET", f"/{prefix}-*/_settings/index.creation_date", ok=(404,))
     siblings = sorted((int(s["settings"]["index"]["creation_date"]), name) for name, s in (indices or {}).items()
                       if names.family.match(name) and name != names.index)
     if siblings:
         newest = siblings[-1][1]
-        os.call("delete_index", "POST", "/_aliases", {"actions": [
+        client.call("delete_index", "POST", "/_aliases", {"actions": [
             {"remove": {"index": names.index, "alias": names.alias}},
             {"add": {"index": newest, "alias": names.alias}}]})
         log.info("alias: %s handed back to %s", names.alias, newest)
 
 
-def teardown(os: OpenSearch, names: Names, only: set[str] | frozenset[str] = frozenset(KINDS)) -> None:
+def teardown(client: OpenSearch, names: Names, only: set[str] | frozenset[str] = frozenset(KINDS)) -> None:
     """Remove the objects of this physical id (the kinds in ``only``) in dependency order;
     404 counts as done."""
     if "search_pipeline" in only:
-        os.call("delete_search_pipeline", "DELETE", f"/_search/pipeline/{names.search_pipeline}", ok=(404,))
+        client.call("delete_search_pipeline", "DELETE", f"/_search/pipeline/{names.search_pipeline}", ok=(404,))
     if "index" in only:
-        _hand_alias_back(os, names)
-        os.call("delete_index", "DELETE", f"/{names.index}", ok=(404,))
+        _hand_alias_back(client, names)
+        client.call("delete_index", "DELETE", f"/{names.index}", ok=(404,))
     if "ingest_pipeline" in only:
-        os.call("delete_ingest_pipeline", "DELETE", f"/_ingest/pipeline/{names.ingest_pipeline}", ok=(404,))
+        client.call("delete_ingest_pipeline", "DELETE", f"/_ingest/pipeline/{names.ingest_pipeline}", ok=(404,))
     if "model" in only:
-        for model in find_all(os, "delete_model", "models", names.model):
-            undeploy(os, model["id"])
-            _delete_model(os, model["id"])
+        for model in find_all(client, "delete_model", "models", names.model):
+            undeploy(client, model["id"])
+            _delete_model(client, model["id"])
     if "connector" in only:
-        for connector in find_all(os, "delete_connector", "connectors", names.connector):
-            os.call("delete_connector", "DELETE", f"/_plugins/_ml/connectors/{connector['id']}", ok=(404,))
+        for connector in find_all(client, "delete_connector", "connectors", names.connector):
+            client.call("delete_connector", "DELETE", f"/_plugins/_ml/connectors/{connector['id']}", ok=(404,))
     if "model_group" in only:
-        for group in find_all(os, "delete_model_group", "model_groups", names.model_group):
-            os.call("delete_model_group", "DELETE", f"/_plugins/_ml/model_groups/{group['id']}", ok=(404,))
+        for group in find_all(client, "delete_model_group", "model_groups", names.model_group):
+            client.call("delete_model_group", "DELETE", f"/_plugins/_ml/model_groups/{group['id']}", ok=(404,))
     if "search_role" in only:
-        _delete_role(os, names.search_role)
+        _delete_role(client, names.search_role)
     if "loader_role" in only:
-        _delete_role(os, names.loader_role)
+        _delete_role(client, names.loader_role)
     log.info("teardown: %s removed (%s)", names.physical_id, ", ".join(k for k in KINDS if k in only))
 
 
-def _delete_model(os: OpenSearch, model_id: str) -> None:
-    os.call("delete_model", "DELETE", f"/_plugins/_ml/models/{model_id}", ok=(404,))
+def _delete_model(client: OpenSearch, model_id: str) -> None:
+    client.call("delete_model", "DELETE", f"/_plugins/_ml/models/{model_id}", ok=(404,))

@@ -1,67 +1,42 @@
-"""The smallest OpenSearch HTTP client the local tools need: JSON in, (status, JSON) out."""
+"""The local tools' OpenSearch client: the Lambdas' own (lambda/opensearch_http), basic auth or none.
+
+One client for the glue, the bulk loader and the CLI; it lives in lambda/ because that is
+what the Lambda assets are made of, and the CLI imports it from there (as ``semsearch
+local`` imports the glue itself).
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+import sys
+from pathlib import Path
 from typing import Any
 
-import urllib3
+LAMBDA_DIR = Path(__file__).resolve().parents[2] / "lambda"
+if str(LAMBDA_DIR) not in sys.path:
+    sys.path.insert(0, str(LAMBDA_DIR))
+
+from opensearch_http import HTTPStatusError, OpenSearchClient  # noqa: E402
+
+#: A non-2xx answer: the method, path, status and body, all in the message.
+OpenSearchError = HTTPStatusError
 
 
-class OpenSearchError(Exception):
-    """A non-2xx answer: the method, path, status and body, all in the message."""
-
-    def __init__(self, method: str, path: str, status: int, body: Any):
-        self.status = status
-        self.body = body
-        super().__init__(f"{method} {path} -> HTTP {status}: {json.dumps(body)[:2000]}")
-
-
-@dataclass
-class Connection:
-    """Where a node listens and how to talk to it.
+class Connection(OpenSearchClient):
+    """Where a node listens and how to talk to it: basic auth when ``username`` is given.
 
     ``ca_file`` is the node's own root certificate when security (TLS) is on, so the
     connection is verified rather than trusted blindly.
     """
 
-    url: str
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    timeout_s: float = 60.0
-    _pool: urllib3.PoolManager | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def pool(self) -> urllib3.PoolManager:
-        if self._pool is None:
-            kwargs: dict[str, Any] = {"retries": False, "timeout": urllib3.Timeout(connect=5, read=self.timeout_s)}
-            if self.ca_file:
-                kwargs.update(cert_reqs="CERT_REQUIRED", ca_certs=self.ca_file)
-            self._pool = urllib3.PoolManager(maxsize=8, **kwargs)
-        return self._pool
-
-    def request(self, method: str, path: str, body: Any = None, *, ndjson: str | None = None,
-                ok: tuple[int, ...] = ()) -> tuple[int, Any]:
-        """Send one request; raise OpenSearchError unless 2xx or a status listed in ``ok``."""
-        headers = {"Content-Type": "application/json"}
-        data: bytes | None = None
-        if ndjson is not None:
-            headers["Content-Type"] = "application/x-ndjson"
-            data = ndjson.encode()
-        elif body is not None:
-            data = json.dumps(body).encode()
-        if self.username is not None:
-            headers.update(urllib3.make_headers(basic_auth=f"{self.username}:{self.password or ''}"))
-        resp = self.pool.request(method, self.url.rstrip("/") + path, body=data, headers=headers)
-        try:
-            payload = json.loads(resp.data) if resp.data else None
-        except ValueError:
-            payload = resp.data.decode(errors="replace")
-        if not (200 <= resp.status < 300 or resp.status in ok):
-            raise OpenSearchError(method, path, resp.status, payload)
-        return resp.status, payload
+    def __init__(self, url: str, username: str | None = None, password: str | None = None,
+                 ca_file: str | None = None, timeout_s: float = 60.0) -> None:
+        super().__init__(url, auth_mode="basic" if username is not None else "none", username=username or "",
+                         password=password or "", ca_file=ca_file or "", read_timeout_s=timeout_s)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "username": self.username, "password": self.password, "ca_file": self.ca_file}
+        basic = self.auth_mode == "basic"
+        return {"url": self.url, "username": self.username if basic else None,
+                "password": self.password if basic else None, "ca_file": self.ca_file or None}
+
+    def __repr__(self) -> str:
+        return f"Connection({self.url!r}, username={self.username or None!r})"

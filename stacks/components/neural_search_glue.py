@@ -8,7 +8,6 @@ domain drops it (models can go undeployed after a domain restart).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -20,20 +19,13 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from stacks.components.lambda_assets import RUNTIME, lambda_code
 from stacks.components.lambda_vpc import LambdaVpcPlacement
 from stacks.nag import acknowledge
 
-LAMBDA_ROOT = Path(__file__).resolve().parents[2] / "lambda"
-RUNTIME = lambda_.Runtime.PYTHON_3_12
 #: Upper bound for one provisioning request; CloudFormation gives up after this instead of
 #: waiting its default hour for a response that never comes.
 SERVICE_TIMEOUT = cdk.Duration.minutes(20)
-
-
-def lambda_code(package: str) -> lambda_.Code:
-    """One package of lambda/ as an asset, no bundling (its imports come with the runtime)."""
-    others = [p.name for p in LAMBDA_ROOT.iterdir() if p.is_dir() and p.name != package]
-    return lambda_.Code.from_asset(str(LAMBDA_ROOT), exclude=[*others, "**/__pycache__", "**/*.pyc"])
 
 
 class NeuralSearchGlue(Construct):

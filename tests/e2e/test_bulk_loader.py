@@ -22,8 +22,8 @@ from botocore.stub import Stubber
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
 
-from bulk_loader.bulk import OpenSearch  # noqa: E402
 from bulk_loader.handler import BulkLoadError, load  # noqa: E402
+from opensearch_http import OpenSearchClient as OpenSearch  # noqa: E402
 
 DIM = 16
 

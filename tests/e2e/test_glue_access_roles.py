@@ -22,8 +22,8 @@ from semsearch.local.stack import run_custom_resource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
 
-from bulk_loader.bulk import OpenSearch as LoaderClient  # noqa: E402
 from bulk_loader.handler import load  # noqa: E402
+from opensearch_http import OpenSearchClient as LoaderClient  # noqa: E402
 
 SEARCH_ARN = "arn:aws:iam::123456789012:role/e2e-searcher"
 LOADER_ARN = "arn:aws:iam::123456789012:role/e2e-loader"

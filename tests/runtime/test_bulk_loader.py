@@ -26,8 +26,9 @@ from botocore.stub import Stubber
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
 
 from bulk_loader import handler as handler_mod  # noqa: E402
-from bulk_loader.bulk import BulkWriter, LoadError, OpenSearch, Report  # noqa: E402
+from bulk_loader.bulk import BulkWriter, LoadError, Report  # noqa: E402
 from bulk_loader.source import BadLine, Doc, expand, parse_line, read_lines  # noqa: E402
+from opensearch_http import OpenSearchClient as OpenSearch  # noqa: E402
 
 
 def test_plain_and_joined_lines():
@@ -112,8 +113,10 @@ def test_event_and_environment_errors(monkeypatch):
     monkeypatch.delenv("INDEX_NAME", raising=False)
     with pytest.raises(LoadError, match="'index' missing: give it in the event or set INDEX_NAME"):
         handler_mod.load({"input": "s3://b/k"}, client=client)
+    monkeypatch.setenv("OPENSEARCH_URL", "http://x")
+    monkeypatch.setenv("AUTH_MODE", "iam")
     with pytest.raises(LoadError, match="auth mode 'iam'"):
-        OpenSearch("http://x", auth_mode="iam")
+        handler_mod.client_from_env()
 
 
 # ------------------------------------------------------------------ CONTRACT: _bulk answers
