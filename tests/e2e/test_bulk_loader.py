@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
-
-from bulk_loader.handler import BulkLoadError, load  # noqa: E402
-from opensearch_http import OpenSearchClient as OpenSearch  # noqa: E402
+from bulk_loader.handler import BulkLoadError, load
+from opensearch_http import OpenSearchClient as OpenSearch
 
 DIM = 16
 

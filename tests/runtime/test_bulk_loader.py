@@ -13,22 +13,17 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
-
-from bulk_loader import handler as handler_mod  # noqa: E402
-from bulk_loader.bulk import BulkWriter, LoadError, Report  # noqa: E402
-from bulk_loader.source import BadLine, Doc, expand, parse_line, read_lines  # noqa: E402
-from opensearch_http import OpenSearchClient as OpenSearch  # noqa: E402
+from bulk_loader import handler as handler_mod
+from bulk_loader.bulk import BulkWriter, LoadError, Report
+from bulk_loader.source import BadLine, Doc, expand, parse_line, read_lines
+from opensearch_http import OpenSearchClient as OpenSearch
 
 
 def test_plain_and_joined_lines():

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
-
-from bulk_loader import handler as loader  # noqa: E402
-from search_glue import handler as glue  # noqa: E402
+from bulk_loader import handler as loader
+from search_glue import handler as glue
 
 LOGGERS = ("search_glue", "bulk_loader", "opensearch_http")
 

@@ -9,27 +9,22 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
-
-from bulk_loader import handler as loader  # noqa: E402
-from bulk_loader.bulk import LoadError, vector_dimension  # noqa: E402
-from opensearch_http import (  # noqa: E402
+from bulk_loader import handler as loader
+from bulk_loader.bulk import LoadError, vector_dimension
+from opensearch_http import (
     ClientConfigError,
     CredentialsError,
     HTTPStatusError,
     OpenSearchClient,
     Unreachable,
 )
-from search_glue.client import HINTS_403, OpenSearch, StepError  # noqa: E402
+from search_glue.client import HINTS_403, OpenSearch, StepError
 
-from semsearch.local.client import Connection, OpenSearchError  # noqa: E402
+from semsearch.local.client import Connection, OpenSearchError
 
 
 class Answering:
