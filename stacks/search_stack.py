@@ -10,9 +10,10 @@ from constructs import Construct
 from stacks.components.connector_role import ConnectorRole
 from stacks.components.embedding_endpoint import EmbeddingEndpoint
 from stacks.components.lambda_vpc import LambdaVpcPlacement
-from stacks.components.neural_search_glue import NeuralSearchGlue, json_property
+from stacks.components.neural_search_glue import NeuralSearchGlue
 from stacks.components.search_domain import SearchDomain
 from stacks.config import StageConfig
+from stacks.glue_properties import GlueProperties, index_properties
 from stacks.nag import acknowledge
 
 
@@ -37,10 +38,10 @@ class SearchStack(cdk.Stack):
             service="es", resource="domain", resource_name=domain_name(config.name)))
         self.connector.grant_pass_role(self.glue_role)
 
-        self.search = SearchDomain(self, "Search", domain_name=domain_name(config.name), config=config.search,
+        self.domain = SearchDomain(self, "Search", domain_name=domain_name(config.name), config=config.search,
                                    master_role=self.glue_role, kms_key=key, vpc=config.vpc, removal_policy=removal)
-        self.search.grant_http(self.glue_role)
-        cfn_domain = self.search.domain.node.default_child
+        self.domain.grant_http(self.glue_role)
+        cfn_domain = self.domain.domain.node.default_child
         assert isinstance(cfn_domain, cdk.CfnElement)
         domain_logical_id = self.resolve(self.get_logical_id(cfn_domain))
         acknowledge(self.glue_role, f"AwsSolutions-IAM5[Resource::<{domain_logical_id}.Arn>/*]",
@@ -49,17 +50,17 @@ class SearchStack(cdk.Stack):
         acknowledge(self.glue_role, "AwsSolutions-IAM5[Action::es:ESHttp*]",
                     "the glue uses GET, PUT, POST, PATCH and DELETE on the domain's REST API")
         if config.search.data_node_count == 1 or config.search.dedicated_master_count == 0:
-            acknowledge(self.search.domain, "AwsSolutions-OS4",
+            acknowledge(self.domain.domain, "AwsSolutions-OS4",
                         f"stage {config.name} runs a single small data node without dedicated masters to keep "
                         "dev cheap; prod config uses three dedicated masters")
         if config.search.availability_zones == 1:
-            acknowledge(self.search.domain, "AwsSolutions-OS7",
+            acknowledge(self.domain.domain, "AwsSolutions-OS7",
                         f"stage {config.name} is single-AZ by configuration; prod spreads over three AZs")
         if config.vpc is None:
-            acknowledge(self.search.domain, "AwsSolutions-OS1",
+            acknowledge(self.domain.domain, "AwsSolutions-OS1",
                         "no VPC configured for this stage: the endpoint is public but every request must be "
                         "SigV4-signed by an account principal and pass fine-grained access control")
-        acknowledge(self.search.domain, "AwsSolutions-OS3",
+        acknowledge(self.domain.domain, "AwsSolutions-OS3",
                     "access is limited to this account's SigV4-signed IAM principals and FGAC (plus security "
                     "groups when in a VPC) instead of IP allowlists, which do not fit Lambda and SageMaker callers")
 
@@ -67,7 +68,7 @@ class SearchStack(cdk.Stack):
         # the glue; it lives here so the mapping has no dependency on a later stack.
         self.loader_role = iam.Role(self, "BulkLoaderRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                                     description="Batch-embed bulk loader: writes vectors into the index")
-        self.search.grant_http(self.loader_role)
+        self.domain.grant_http(self.loader_role)
         acknowledge(self.loader_role, f"AwsSolutions-IAM5[Resource::<{domain_logical_id}.Arn>/*]",
                     "the loader posts to _bulk of the index on this one domain; FGAC maps its role")
         acknowledge(self.loader_role, "AwsSolutions-IAM5[Action::es:ESHttp*]",
@@ -77,42 +78,35 @@ class SearchStack(cdk.Stack):
         search = config.search
         # With a VPC the domain answers only inside it: the glue must run there too.
         self.lambda_vpc = LambdaVpcPlacement(self, "LambdaVpc", vpc=config.vpc) if config.vpc else None
-        self.glue = NeuralSearchGlue(self, "Glue", role=self.glue_role, vpc=self.lambda_vpc, properties={
-            "OpenSearchUrl": self.search.endpoint_url,
-            "AuthMode": "sigv4",
-            "Region": self.region,
-            "RoleMappings": json_property(self, {
+        self.glue = NeuralSearchGlue(self, "Glue", role=self.glue_role, vpc=self.lambda_vpc, properties=GlueProperties(
+            opensearch_url=self.domain.endpoint_url,
+            auth_mode="sigv4",
+            region=self.region,
+            role_mappings={
                 "all_access": [self.glue_role.role_arn, *search.admin_role_arns],
                 "ml_full_access": [self.glue_role.role_arn],
-            }),
+            },
             # Least privilege: the glue makes one FGAC role for neural search on the index and
             # one for bulk writes into it, each mapped to exactly these IAM roles.
-            "LoaderBackendRoles": json_property(self, [self.loader_role.role_arn]),
-            **({"SearchBackendRoles": json_property(self, list(search.search_role_arns))}
-               if search.search_role_arns else {}),
-            "Name": f"semsearch-{config.name}",
-            "Flavor": ep.flavor,
-            "EndpointName": fronted.endpoint_name,
-            "Dimension": ep.model.dimension,
-            "ConnectorRoleArn": self.connector.role.role_arn,
-            "EndpointInstanceCount": ep.initial_instance_count,
-            "IndexName": search.index_name,
-            "TextField": search.text_field,
-            "EmbeddingField": search.embedding_field,
-            "KnnEngine": search.knn_engine,
-            "HnswM": search.hnsw_m,
-            "HnswEfConstruction": search.hnsw_ef_construction,
-            "SpaceType": config.space_type,
-            "NumberOfReplicas": 0 if search.data_node_count == 1 else 1,
-            "IngestBatchSize": ep.max_client_batch_size,
-            **({"InferenceComponentName": fronted.inference_component_name}
-               if fronted.inference_component_name else {}),
-        })
+            loader_backend_roles=(self.loader_role.role_arn,),
+            search_backend_roles=search.search_role_arns,
+            name=f"semsearch-{config.name}",
+            flavor=ep.flavor,
+            endpoint_name=fronted.endpoint_name,
+            dimension=ep.model.dimension,
+            connector_role_arn=self.connector.role.role_arn,
+            endpoint_instance_count=ep.initial_instance_count,
+            **index_properties(search),
+            space_type=config.space_type,
+            number_of_replicas=0 if search.data_node_count == 1 else 1,
+            ingest_batch_size=ep.max_client_batch_size,
+            inference_component=fronted.inference_component_name or "",
+        ))
         # The connector calls the endpoint during the smoke test: it must be InService first.
         self.glue.resource.node.add_dependency(fronted.endpoint)
 
         cdk.CfnOutput(self, "ModelId", value=self.glue.output("ModelId"))
         cdk.CfnOutput(self, "IndexName", value=self.glue.output("IndexName"))
-        cdk.CfnOutput(self, "DomainEndpoint", value=self.search.endpoint_url)
+        cdk.CfnOutput(self, "DomainEndpoint", value=self.domain.endpoint_url)
         cdk.CfnOutput(self, "ConnectorRoleArn", value=self.connector.role.role_arn)
         cdk.CfnOutput(self, "GlueRoleArn", value=self.glue_role.role_arn)

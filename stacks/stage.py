@@ -29,13 +29,13 @@ class SemsearchStage(cdk.Stage):
                                   key=self.storage.key, endpoints=self.model.endpoints,
                                   description=f"semsearch {config.name}: OpenSearch domain and neural-search glue")
         self.jobs = JobsStack(self, "Jobs", stack_name=f"{prefix}-jobs", config=config, key=self.storage.key,
-                              endpoints=self.model.endpoints, domain_url=self.search.search.endpoint_url, index_name=config.search.index_name,
+                              endpoints=self.model.endpoints, domain_url=self.search.domain.endpoint_url, index_name=config.search.index_name,
                               loader_role=self.search.loader_role,
                               description=f"semsearch {config.name}: fine-tune and batch-embed workflows")
         self.jobs.add_stack_dependency(self.storage)  # the bucket is referenced by name, not by import
         self.ops = OpsStack(self, "Ops", stack_name=f"{prefix}-ops", config=config,
                             topic=self.storage.alarm_topic, endpoints=self.model.endpoints,
-                            domain=self.search.search.domain,
+                            domain=self.search.domain.domain,
                             workflows={"FineTune": self.jobs.fine_tune.state_machine,
                                        "BatchEmbed": self.jobs.batch_embed.state_machine},
                             description=f"semsearch {config.name}: dashboard and alarms")

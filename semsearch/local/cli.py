@@ -9,7 +9,8 @@ import sys
 import time
 
 from semsearch.local.stack import DEFAULT_ENDPOINT_PORT, DEFAULT_OPENSEARCH_PORT, LocalStack
-from semsearch.models import resolve_model_dir
+from semsearch.models import DEFAULT_MODEL_ID, resolve_model_dir
+from stacks.catalog import MODELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     up = sub.add_parser("up", help="start OpenSearch and `semsearch serve`, provision with the glue, ingest")
     up.add_argument("--model-dir", help="sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
+    up.add_argument("--model", default=DEFAULT_MODEL_ID, choices=sorted(MODELS), metavar="CATALOG_ID",
+                    help="the catalog entry the folder is (or was fine-tuned from): it gives the index its "
+                         f"dimension and space type, as on AWS (default: {DEFAULT_MODEL_ID})")
     up.add_argument("--corpus", metavar="JSONL", help='documents to ingest, one {"id", "text"} per line')
     up.add_argument("--opensearch-port", type=int, default=DEFAULT_OPENSEARCH_PORT)
     up.add_argument("--endpoint-port", type=int, default=DEFAULT_ENDPOINT_PORT)
@@ -47,7 +51,7 @@ def _up(args: argparse.Namespace) -> int:
     logging.getLogger("search_glue").addHandler(handler)
     logging.getLogger("search_glue").propagate = False
     started = time.monotonic()
-    status = LocalStack().up(resolve_model_dir(args.model_dir), corpus=args.corpus,
+    status = LocalStack().up(resolve_model_dir(args.model_dir), model=args.model, corpus=args.corpus,
                              opensearch_port=args.opensearch_port, endpoint_port=args.endpoint_port,
                              security=not args.no_security,
                              progress=lambda msg: print(f"local up: {msg}", file=sys.stderr, flush=True))

@@ -1,7 +1,8 @@
 """The whole search path on this machine: OpenSearch node + local endpoint + glue + corpus.
 
 ``up`` provisions by sending the glue (lambda/search_glue) the Create event CloudFormation
-would send, through ``run_custom_resource``, which plays the CDK Provider framework's part
+would send, its properties built from the same definitions a stage uses (the glue's
+GlueProperties, the catalog's model shape, the config's index and field names), through ``run_custom_resource``, which plays the CDK Provider framework's part
 (on_event, then is_complete until done). Both servers run in their own sessions, so they
 outlive the command; their ids, ports and the glue's outputs live in
 ``<home>/stacks/<name>/state.json`` (home: see semsearch.local.opensearch; name: "local",
@@ -11,6 +12,7 @@ or $SEMSEARCH_LOCAL_STACK).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -30,13 +32,17 @@ from semsearch.errors import UsageError
 from semsearch.local.client import Connection
 from semsearch.local.ingest import bulk_ingest, read_corpus
 from semsearch.local.opensearch import NodeSettings, OpenSearchNode, local_home, stop_process_group, wait_ready
+from semsearch.models import DEFAULT_MODEL_ID
+from stacks.catalog import MODELS, ModelSpec
+from stacks.config import SearchConfig
+from stacks.glue_properties import GlueProperties, index_properties
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LAMBDA_DIR = REPO_ROOT / "lambda"
 REGION = "us-east-1"
 DEFAULT_OPENSEARCH_PORT = 19200
 DEFAULT_ENDPOINT_PORT = 18081
-INDEX_ALIAS = "documents"
+#: A stage's search settings as the config defaults them (index alias, field names, k-NN
+#: engine and graph): the local stack matches what a stage deploys unless told otherwise.
+SEARCH_DEFAULTS = SearchConfig(endpoint="local")
 
 
 # ---------------------------------------------------------------------------------------
@@ -44,9 +50,7 @@ INDEX_ALIAS = "documents"
 
 
 def glue() -> ModuleType:
-    """search_glue.handler, imported from lambda/ (a Python keyword, so not a package path)."""
-    if str(LAMBDA_DIR) not in sys.path:
-        sys.path.insert(0, str(LAMBDA_DIR))
+    """search_glue.handler (stacks.glue_properties put lambda/ on the import path)."""
     return importlib.import_module("search_glue.handler")
 
 
@@ -99,7 +103,8 @@ def run_custom_resource(request_type: str, props: dict[str, Any], *, physical_id
 
 
 def model_shape(model_dir: Path) -> tuple[int, str]:
-    """(dimension, space type) of a sentence-transformers folder.
+    """(dimension, space type) a sentence-transformers folder declares, to check it against
+    the catalog entry it is served as (``catalog_model``).
 
     The dimension is the last Dense layer's output, else the pooling width; a model that
     ends in Normalize compares by inner product (cosine at lower cost), others by cosine.
@@ -119,29 +124,48 @@ def model_shape(model_dir: Path) -> tuple[int, str]:
     return dimension, "innerproduct" if normalized else "cosinesimil"
 
 
+def catalog_model(model_id: str, model_dir: Path) -> ModelSpec:
+    """The catalog entry that gives the index its dimension and space type, as on AWS.
+
+    The folder must have that shape: a model fine-tuned from an entry keeps the entry's.
+    """
+    if model_id not in MODELS:
+        raise UsageError(f"--model {model_id!r} is not in the catalog; choose one of: {', '.join(MODELS)}")
+    spec = MODELS[model_id]
+    found = model_shape(model_dir)
+    if found != (spec.dimension, spec.space_type):
+        raise UsageError(f"--model-dir {str(model_dir)!r} holds a {found[0]}-dimension model compared by {found[1]}, "
+                         f"but catalog model {model_id} is {spec.dimension}-dimension by {spec.space_type}: "
+                         "pass --model with the entry it was trained from")
+    return spec
+
+
 def glue_properties(*, connection: Connection, endpoint_url: str, access_key: str, secret_key: str,
                     dimension: int, space_type: str, name: str = "semsearch-local",
-                    index: str = INDEX_ALIAS, **overrides: Any) -> dict[str, Any]:
-    """The custom resource's properties for a local node and endpoint."""
-    props: dict[str, Any] = {
-        "OpenSearchUrl": connection.url,
-        "AuthMode": "basic" if connection.username else "none",
-        "Region": REGION,
-        "Name": name,
-        "Flavor": "custom",
-        "EndpointUrl": endpoint_url,
-        "Dimension": dimension,
-        "ConnectorAccessKey": access_key,
-        "ConnectorSecretKey": secret_key,
-        "IndexName": index,
-        "KnnEngine": "lucene",
-        "SpaceType": space_type,
-        "NumberOfReplicas": 0,  # one node: a replica could never be assigned
-    }
-    if connection.username:
-        props.update(Username=connection.username, Password=connection.password or "", CaFile=connection.ca_file or "")
-    props.update(overrides)
-    return props
+                    index: str = SEARCH_DEFAULTS.index_name, **overrides: Any) -> dict[str, Any]:
+    """The custom resource's properties for a local node and endpoint.
+
+    ``overrides`` (by property name) go in as given, unchecked: tests send bad ones on purpose.
+    """
+    props = GlueProperties(
+        opensearch_url=connection.url,
+        auth_mode="basic" if connection.username else "none",
+        region=REGION,
+        username=connection.username or "",
+        password=connection.password or "",
+        ca_file=connection.ca_file or "",
+        name=name,
+        flavor="custom",
+        endpoint_url=endpoint_url,
+        dimension=dimension,
+        connector_access_key=access_key,
+        connector_secret_key=secret_key,
+        # The config's default k-NN engine, Lucene, is the only one a node from Maven Central has.
+        **index_properties(dataclasses.replace(SEARCH_DEFAULTS, index_name=index)),
+        space_type=space_type,
+        number_of_replicas=0,  # one node: a replica could never be assigned
+    )
+    return {**props.to_properties(), **overrides}
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,14 +239,17 @@ class LocalStack:
         auth = state.get("auth") or {}
         return Connection(state["opensearch_url"], auth.get("username"), auth.get("password"), state.get("ca_file"))
 
-    def up(self, model_dir: Path, *, corpus: str | None = None, opensearch_port: int = DEFAULT_OPENSEARCH_PORT,
-           endpoint_port: int = DEFAULT_ENDPOINT_PORT, security: bool = True,
-           progress: Any = print) -> dict[str, Any]:
-        """Start whatever is not running, provision (adopting what exists), ingest the corpus."""
+    def up(self, model_dir: Path, *, model: str = DEFAULT_MODEL_ID, corpus: str | None = None,
+           opensearch_port: int = DEFAULT_OPENSEARCH_PORT, endpoint_port: int = DEFAULT_ENDPOINT_PORT,
+           security: bool = True, progress: Any = print) -> dict[str, Any]:
+        """Start whatever is not running, provision (adopting what exists), ingest the corpus.
+
+        ``model`` is the catalog entry ``model_dir`` is (or was fine-tuned from).
+        """
         started = time.monotonic()
         state = self.load()
         model_dir = model_dir.resolve()
-        dimension, space_type = model_shape(model_dir)
+        spec = catalog_model(model, model_dir)
         state.setdefault("access_key", "AKLOCAL" + secrets.token_hex(6).upper())
         state.setdefault("secret_key", secrets.token_urlsafe(24))
         # The endpoint name follows the model: another model means another connector URL,
@@ -260,7 +287,8 @@ class LocalStack:
 
         progress("provisioning connector, model, pipeline and index (the glue's Create)")
         props = glue_properties(connection=conn, endpoint_url=state["endpoint_url"], access_key=state["access_key"],
-                                secret_key=state["secret_key"], dimension=dimension, space_type=space_type)
+                                secret_key=state["secret_key"], dimension=spec.dimension,
+                                space_type=spec.space_type)
         try:
             result = run_custom_resource("Create", props)
         except Exception as e:  # the glue's FAILED reason names the step, status and body
@@ -274,12 +302,13 @@ class LocalStack:
         data = result["Data"]
         state.update(physical_id=result["PhysicalResourceId"], glue_properties=props, index=data["IndexName"],
                      model_id=data["ModelId"], pipeline=data["PipelineName"], connector_id=data["ConnectorId"],
-                     embedding_field="embedding", text_field="text", dimension=dimension)
+                     embedding_field=props["EmbeddingField"], text_field=props["TextField"],
+                     dimension=spec.dimension)
         self.save(state)
 
         if corpus:
             progress(f"ingesting {corpus} through pipeline {data['PipelineName']}")
-            report = bulk_ingest(conn, data["IndexName"], read_corpus(corpus))
+            report = bulk_ingest(conn, data["IndexName"], read_corpus(corpus), text_field=props["TextField"])
             state["last_ingest"] = {"corpus": str(corpus), "indexed": report.indexed, "retried": report.retried,
                                     "seconds": round(report.seconds, 1), "docs_per_s": round(report.docs_per_s, 1)}
             self.save(state)

@@ -1,9 +1,10 @@
 """The custom resource that provisions ml-commons and neural search on the domain.
 
-Runs lambda/search_glue (see its package docstring for the property contract) behind the
-CDK Provider framework: on_event starts each request, is_complete polls the slow steps
-(model registration and deployment). A scheduled watchdog re-deploys the model if the
-domain drops it (models can go undeployed after a domain restart).
+Runs lambda/search_glue behind the CDK Provider framework, with typed properties
+(``GlueProperties``, the one definition the Lambda parses too): on_event starts each
+request, is_complete polls the slow steps (model registration and deployment). A scheduled
+watchdog re-deploys the model if the domain drops it (models can go undeployed after a
+domain restart).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from constructs import Construct
 
 from stacks.components.lambda_assets import RUNTIME, lambda_code
 from stacks.components.lambda_vpc import LambdaVpcPlacement
+from stacks.glue_properties import GlueProperties
 from stacks.nag import acknowledge
 
 #: Upper bound for one provisioning request; CloudFormation gives up after this instead of
@@ -33,16 +35,20 @@ class NeuralSearchGlue(Construct):
 
     Keyword-only properties:
       role: the function's role; must be the domain's FGAC master user (it maps roles).
-      properties: the custom resource properties (lambda/search_glue contract); tokens allowed.
+      properties: what to provision (lambda/search_glue/properties.py); tokens allowed. The
+        custom resource carries the properties set on it; JSON-valued ones as JSON text.
       watchdog_rate: how often the watchdog checks that the model is deployed (default 15 min).
       vpc: run every function (ours and the Provider framework's) in these subnets (default: none).
 
-    ``resource`` exposes the outputs: ``get_att_string("ModelId")``, "IndexName", ...
+    ``resource`` exposes the outputs: ``get_att_string("ModelId")``, "IndexName", ...;
+    ``properties`` what it provisions.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, role: iam.Role, properties: dict[str, Any],
+    def __init__(self, scope: Construct, construct_id: str, *, role: iam.Role, properties: GlueProperties,
                  watchdog_rate: cdk.Duration | None = None, vpc: LambdaVpcPlacement | None = None) -> None:
         super().__init__(scope, construct_id)
+        self.properties = properties
+        template_properties = self.template_properties(properties)
         watchdog_rate = watchdog_rate or cdk.Duration.minutes(15)
         placement: dict[str, Any] = vpc.function_props if vpc is not None else {}
         role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaBasicExecutionRole"))
@@ -86,7 +92,7 @@ class NeuralSearchGlue(Construct):
                                     framework_on_event_role=self.provider_roles[0],
                                     framework_complete_and_timeout_role=self.provider_roles[1], **placement)
         self.resource = cdk.CustomResource(self, "Resource", service_token=self.provider.service_token,
-                                           resource_type="Custom::NeuralSearch", properties=properties,
+                                           resource_type="Custom::NeuralSearch", properties=template_properties,
                                            service_timeout=SERVICE_TIMEOUT)
 
         self.watchdog = lambda_.Function(self, "Watchdog", handler="search_glue.handler.watchdog",
@@ -95,7 +101,7 @@ class NeuralSearchGlue(Construct):
                                          **common)
         events.Rule(self, "WatchdogSchedule", schedule=events.Schedule.rate(watchdog_rate),
                     targets=[targets.LambdaFunction(self.watchdog, event=events.RuleTargetInput.from_object(
-                        {"ResourceProperties": properties}), retry_attempts=0)])
+                        {"ResourceProperties": template_properties}), retry_attempts=0)])
         for fn in (self.on_event, self.is_complete, self.watchdog):
             acknowledge(fn, "AwsSolutions-L1",
                         "pinned to python3.12, the runtime this code is tested against; bump deliberately")
@@ -113,7 +119,9 @@ class NeuralSearchGlue(Construct):
     def output(self, name: str) -> str:
         return self.resource.get_att_string(name)
 
-
-def json_property(scope: Construct, value: Any) -> str:
-    """A JSON-valued property that may contain tokens (role ARNs)."""
-    return cdk.Stack.of(scope).to_json_string(value)
+    def template_properties(self, properties: GlueProperties) -> dict[str, Any]:
+        """The properties as the template carries them: JSON-valued ones as JSON text, which may
+        contain tokens (role ARNs) and which the glue parses back."""
+        stack = cdk.Stack.of(self)
+        return {name: stack.to_json_string(value) if isinstance(value, (dict, list)) else value
+                for name, value in properties.to_properties().items()}

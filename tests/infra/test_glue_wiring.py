@@ -4,13 +4,9 @@ that the glue's own validator accepts once CloudFormation has stringified them."
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
-from search_glue.properties import parse  # noqa: E402
+from search_glue.properties import parse
 
 STAGES = ["dev", "prod"]
 
@@ -93,3 +89,24 @@ def test_glue_maps_itself_and_the_loader_with_fgac(templates, stage):
     assert "GlueRole" in mappings
     # The loader gets the glue's least-privilege loader role, never all_access.
     assert "BulkLoaderRole" not in mappings and "BulkLoaderRole" in json.dumps(properties["LoaderBackendRoles"])
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_template_carries_the_typed_properties_the_stack_set(app, templates, stage):
+    """The construct serializes GlueProperties: the properties the stack set, in their order."""
+    glue = app.node.find_child(stage).search.glue
+    properties = dict(_custom_resource(templates[(stage, "search")])["Properties"])
+    assert [properties.pop("ServiceToken"), properties.pop("ServiceTimeout")][1] == "1200"
+    assert list(properties) == list(glue.properties.to_properties())
+    # JSON-valued properties travel as JSON text the glue parses back.
+    assert isinstance(properties["LoaderBackendRoles"], dict) and "Fn::Join" in properties["LoaderBackendRoles"]
+    assert glue.properties.dimension == properties["Dimension"] == 384
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_search_stacks_domain_is_called_domain(app, stage):
+    from stacks.components.search_domain import SearchDomain
+
+    search_stack = app.node.find_child(stage).search
+    assert isinstance(search_stack.domain, SearchDomain)
+    assert not hasattr(search_stack, "search")  # was search_stack.search.search elsewhere

@@ -7,16 +7,22 @@ The handler calls here either fail validation before any request, or touch no ne
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
+import search_glue
+from search_glue import handler, steps
+from search_glue.client import OpenSearch
+from search_glue.properties import GlueProperties, PropertyError, contract, parse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
-
-from search_glue import handler, steps  # noqa: E402
-from search_glue.client import OpenSearch  # noqa: E402
-from search_glue.properties import PropertyError, parse  # noqa: E402
+from semsearch.errors import UsageError
+from semsearch.local.client import Connection
+from semsearch.local.stack import catalog_model, cfn_strings, glue_properties
+from stacks.catalog import MODELS
+from stacks.config import SearchConfig
 
 # As CloudFormation delivers them: every value a string. 127.0.0.1:9 is the discard port:
 # nothing answers there, so a test that reached the network would fail loudly.
@@ -207,3 +213,95 @@ def test_sigv4_signs_for_the_es_service(monkeypatch):
 def test_basic_auth_header():
     headers = OpenSearch("https://127.0.0.1:9", auth_mode="basic", username="u", password="p")._headers("GET", "x", None)
     assert headers["authorization"] == "Basic dTpw"
+
+
+# ---------------------------------------------------------------------------------------
+# One definition: GlueProperties is what the construct and `local up` send and what the
+# parser reads; its metadata renders the package docstring.
+
+EVERY_FIELD_SET = GlueProperties(
+    opensearch_url="https://search-demo-abc.us-east-1.es.amazonaws.com", auth_mode="basic", region="eu-west-1",
+    username="u", password="p", ca_file="/ca.pem", role_mappings={"ml_full_access": ["arn:aws:iam::123456789012:role/g"]},
+    loader_backend_roles=("arn:aws:iam::123456789012:role/l",), search_backend_roles=("arn:aws:iam::123456789012:role/s",),
+    cluster_settings={"plugins.ml_commons.only_run_on_ml_node": "false"}, name="every", flavor="custom",
+    endpoint_name="ep", endpoint_url="https://example.com/invocations", dimension=768, connector_role_arn="",
+    connector_access_key="AK", connector_secret_key="SK", endpoint_instance_count=3, read_timeout_s=20,
+    connection_timeout_s=4, max_retry_times=2, retry_backoff_policy="constant", retry_backoff_millis=300,
+    index_name="docs", text_field="body", embedding_field="vector", knn_engine="lucene", hnsw_m=24,
+    hnsw_ef_construction=256, space_type="l2", number_of_shards=2, number_of_replicas=0, ingest_batch_size=8,
+    hybrid_search=True, inference_component="ep-model")
+
+
+def test_every_field_is_one_property_with_its_own_name():
+    names = [spec.name for _, spec in contract()]
+    assert len(names) == len(set(names))
+    assert {f.name for f, _ in contract()} == {f.name for f in fields(GlueProperties) if f.init}
+    # Every optional field differs from its default above, so the round trip below covers it
+    # (but two: a role ARN excludes the key pair, and a self-managed node has only lucene).
+    at_default = [f.name for f, spec in contract()
+                  if f.default is not MISSING and getattr(EVERY_FIELD_SET, f.name) == spec.default]
+    assert at_default == ["connector_role_arn", "knn_engine"]
+
+
+def test_what_is_sent_is_what_the_parser_reads_back():
+    sent = EVERY_FIELD_SET.to_properties()
+    assert parse(cfn_strings(sent)) == EVERY_FIELD_SET  # as CloudFormation delivers them
+    assert parse({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in sent.items()}) == EVERY_FIELD_SET
+
+
+def test_only_what_the_caller_set_is_sent_in_declaration_order():
+    props = GlueProperties(opensearch_url="https://d", region="us-east-1", name="n", flavor="tei", dimension=384,
+                           index_name="i", space_type="l2", hnsw_m=16, endpoint_name="", search_backend_roles=())
+    # HnswM equals its default but was set, so it is sent; empty values are the same as absent.
+    assert list(props.to_properties()) == ["OpenSearchUrl", "Region", "Name", "Flavor", "Dimension", "IndexName",
+                                           "HnswM", "SpaceType"]
+    assert props.read_timeout_s == 30 and props.role_mappings == {} and props.hybrid_search is False
+
+
+def test_defaults_come_from_the_definition():
+    parsed = parse(LOCAL)
+    for f, spec in contract():
+        if f.default is not MISSING and spec.name not in LOCAL:
+            assert getattr(parsed, f.name) == spec.default, spec.name
+
+
+def test_docstring_table_is_rendered_from_the_definition():
+    doc = search_glue.__doc__ or ""
+    for f, spec in contract():
+        default = "required" if f.default is MISSING else json.dumps(spec.default)
+        assert any(line.split()[:1] == [spec.name] and default in line for line in doc.splitlines()), spec.name
+    # The construct's numbers (timeouts, polling) are stated once, in the construct.
+    assert "total_timeout" not in doc and "10 min" not in doc
+
+
+def test_the_definition_imports_without_boto3_or_cdk():
+    code = ("import sys\n"
+            "for blocked in ('boto3', 'botocore', 'urllib3', 'aws_cdk', 'constructs'):\n"
+            "    sys.modules[blocked] = None\n"
+            "from stacks.glue_properties import GlueProperties, parse\n")
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=repo, check=True)
+
+
+def _local_props(**overrides):
+    return glue_properties(connection=Connection("http://127.0.0.1:9"), endpoint_url="http://127.0.0.1:9/e",
+                           access_key="AK", secret_key="SK", dimension=384, space_type="innerproduct", **overrides)
+
+
+def test_local_up_sends_the_config_defaults_and_passes_the_parser():
+    parsed = parse(cfn_strings(_local_props()))
+    defaults = SearchConfig(endpoint="local")
+    assert (parsed.index_name, parsed.text_field, parsed.embedding_field, parsed.knn_engine, parsed.hnsw_m,
+            parsed.hnsw_ef_construction) == (defaults.index_name, defaults.text_field, defaults.embedding_field,
+                                             defaults.knn_engine, defaults.hnsw_m, defaults.hnsw_ef_construction)
+    assert parsed.auth_mode == "none" and parsed.number_of_replicas == 0
+    assert _local_props(MaxRetryTimes=0)["MaxRetryTimes"] == 0  # tests inject raw values
+
+
+def test_local_up_takes_the_shape_from_the_catalog(model_dir):
+    spec = catalog_model("all-MiniLM-L6-v2", model_dir)
+    assert spec is MODELS["all-MiniLM-L6-v2"] and (spec.dimension, spec.space_type) == (384, "innerproduct")
+    with pytest.raises(UsageError, match="384-dimension.*catalog model bge-base-en-v1.5 is 768-dimension.*--model"):
+        catalog_model("bge-base-en-v1.5", model_dir)
+    with pytest.raises(UsageError, match="--model 'minilm' is not in the catalog"):
+        catalog_model("minilm", model_dir)
