@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonata
+from jsonata.utils import Utils
 
 from tests.infra.specs.intrinsics import ACCOUNT, REGION
 
@@ -33,6 +34,7 @@ _EXPRESSION = re.compile(r"^\{%(.*)%\}$", re.DOTALL)
 #: Functions Step Functions adds to JSONata 2.0.6 (its $eval is not available).
 SFN_FUNCTIONS = {"partition", "range", "hash", "random", "uuid", "parse"}
 JSONATA_FUNCTIONS = set(jsonata.Jsonata.static_frame.bindings) - {"eval"}
+NULL_VALUE = Utils.NULL_VALUE
 
 SCOPE_ARGUMENTS = frozenset({"input", "context"})
 SCOPE_RESULT = frozenset({"input", "context", "result"})
@@ -118,7 +120,11 @@ def scope_problems(expression: str, *, available: frozenset[str], variables: set
 
 
 def evaluate(expression: str, bindings: dict[str, Any]) -> Any:
-    return jsonata.Jsonata(expression).evaluate(None, bindings)
+    """``expression`` with these variables bound. A variable that holds JSON null (None here) is
+    bound as JSONata's null, as Step Functions stores it: jsonata-python takes a bound None for
+    undefined, and `$gain = null` would be false."""
+    variables = {name: NULL_VALUE if value is None else value for name, value in bindings.items()}
+    return jsonata.Jsonata(expression).evaluate(None, variables)
 
 
 # -- the simulator -------------------------------------------------------------------------
