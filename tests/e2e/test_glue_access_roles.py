@@ -10,20 +10,15 @@ auth carries it), so what it may do is exactly what the glue's role grants.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from bulk_loader.handler import load
+from opensearch_http import OpenSearchClient as LoaderClient
 
 from semsearch.local.client import Connection
 from semsearch.local.ingest import bulk_ingest
 from semsearch.local.stack import run_custom_resource
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lambda"))
-
-from bulk_loader.handler import load  # noqa: E402
-from opensearch_http import OpenSearchClient as LoaderClient  # noqa: E402
 
 SEARCH_ARN = "arn:aws:iam::123456789012:role/e2e-searcher"
 LOADER_ARN = "arn:aws:iam::123456789012:role/e2e-loader"
