@@ -6,6 +6,9 @@ Routes (what a SageMaker container and the SageMaker runtime API expose):
 - ``POST /invocations`` (container path) and ``POST /endpoints/<name>/invocations``
   (runtime path, the URL the OpenSearch connector calls): the request shapes of
   ``inference_code.contracts``. Errors are ``{"error": "<one line>"}`` with a 4xx status.
+  ``X-Amzn-SageMaker-Inference-Component`` (the inference component a request names on an
+  endpoint that scales to zero) is accepted and not checked: this server hosts one model,
+  which answers whichever hosting the stage uses.
 
 A request carrying ``Authorization: AWS4-HMAC-SHA256 ...`` is checked as SageMaker would
 (semsearch/sigv4.py): its scope must name service ``sagemaker`` and this server's region,

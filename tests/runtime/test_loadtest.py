@@ -1,13 +1,21 @@
-"""`semsearch loadtest`: for real against the local server (--url); against SageMaker (--endpoint)
-through botocore's Stubber, the only stand-in in these tests, since no AWS endpoint runs here.
+"""`semsearch loadtest`: for real against our handler's local server (--url, flavor custom) and
+against TEI's own router (--url, flavor tei; skipped, saying why, when no router is found);
+against SageMaker (--endpoint) through botocore's Stubber, since no AWS endpoint runs here,
+every request also checked against botocore's InvokeEndpoint model.
 """
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
 
 import boto3
 import pytest
@@ -16,9 +24,61 @@ from botocore.stub import Stubber
 
 from inference_code.embedder import load_tokenizer, token_ids
 from inference_code.model_info import read_model_info
-from semsearch.loadtest import _percentile, build_bodies, endpoint_sender_factory, loadtest
+from inference_code.onnx_export import ONNX_SUBDIR, onnx_path
+from semsearch.loadtest import (
+    INFERENCE_COMPONENT_HEADER,
+    _percentile,
+    build_bodies,
+    endpoint_sender_factory,
+    loadtest,
+    stage_defaults,
+    url_sender_factory,
+)
 from semsearch.serve import start_server
+from stacks.config import load_config
 from tests.conftest import free_port
+from tests.infra.specs import botocore_api
+
+REPO = Path(__file__).resolve().parents[2]
+#: TEI v1.8.2's router built for CPU (../shared/tools/tei/README.md), unless $SEMSEARCH_TEI_BIN names one.
+TEI_BIN = Path(os.environ.get("SEMSEARCH_TEI_BIN") or REPO.parent / "shared" / "tools" / "tei" /
+               "text-embeddings-router")
+TEI_MAX_CLIENT_BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def tei(model_dir, tmp_path_factory):
+    """TEI's real router on the packaged model, with the ONNX graph beside the weights as
+    `semsearch package` writes it (TEI's CPU backend serves that graph)."""
+    if not os.access(TEI_BIN, os.X_OK):
+        pytest.skip(f"no TEI router: {TEI_BIN} is not an executable (set $SEMSEARCH_TEI_BIN)")
+    folder = tmp_path_factory.mktemp("tei") / "model"
+    folder.mkdir()
+    for item in model_dir.iterdir():
+        (folder / item.name).symlink_to(item)
+    (folder / ONNX_SUBDIR).mkdir()
+    (folder / ONNX_SUBDIR / "model.onnx").symlink_to(onnx_path(read_model_info(model_dir), "exact"))
+    port = free_port()
+    log = folder.parent / "tei.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(TEI_BIN), "--model-id", str(folder), "--dtype", "float32", "--hostname", "127.0.0.1",
+             "--port", str(port), "--max-client-batch-size", str(TEI_MAX_CLIENT_BATCH)],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"TEI's router did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +102,14 @@ def run_cli(*args):
 
 def test_url_mode_against_the_local_server(server, texts_file, tmp_path, dev_pairs, model_dir):
     out = tmp_path / "report"
-    result = run_cli("--url", server.url, "--requests", "10", "--concurrency", "3", "--batch-size", "4",
-                     "--texts", str(texts_file), "--out", str(out))
+    result = run_cli("--url", server.url, "--flavor", "custom", "--requests", "10", "--concurrency", "3",
+                     "--batch-size", "4", "--texts", str(texts_file), "--out", str(out))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary == json.loads((out / "loadtest.json").read_text())
     assert (summary["requests"], summary["ok"], summary["errors"]) == (10, 10, 0)
     assert summary["status_counts"] == {"200": 10}
+    assert (summary["flavor"], summary["dimension"], summary["inference_component"]) == ("custom", 384, None)
     latency = summary["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
     assert summary["texts_per_s"] == pytest.approx(4 * summary["requests_per_s"])
@@ -63,11 +124,125 @@ def test_url_mode_against_the_local_server(server, texts_file, tmp_path, dev_pai
 
 
 def test_errors_are_counted_by_status(server, tmp_path):
-    result = run_cli("--url", f"{server.url}/endpoints/load/invocations", "--requests", "4", "--concurrency", "2",
-                     "--batch-size", "9")  # over the server's batch limit of 8
+    result = run_cli("--url", f"{server.url}/endpoints/load/invocations", "--flavor", "custom", "--requests", "4",
+                     "--concurrency", "2", "--batch-size", "9")  # over the server's batch limit of 8
     assert result.returncode == 1
     summary = json.loads(result.stdout)
     assert summary["status_counts"] == {"413": 4} and summary["errors"] == 4 and summary["ok"] == 0
+    assert "over this endpoint's batch limit of 8" in summary["error_messages"]["413"]
+
+
+def test_the_default_flavor_is_the_default_configs(server):
+    """No --flavor: the first stage's connector endpoint's flavor (TEI), whose body our handler takes too."""
+    context = json.loads((REPO / "cdk.json").read_text())["context"]
+    first = next(iter(context["stages"]))
+    endpoint = load_config({**context, "stage": first}).stage(first).connector_endpoint
+    result = run_cli("--url", server.url, "--requests", "2", "--concurrency", "1", "--batch-size", "3")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["flavor"], summary["stage"], summary["instance_type"], summary["batch_limit"]) == (
+        endpoint.flavor, first, endpoint.instance_type, endpoint.max_client_batch_size)
+    assert summary["dimension"] == 384 and summary["status_counts"] == {"200": 2}
+
+
+def test_inference_component_header_reaches_the_local_server(server):
+    result = run_cli("--url", server.invocations_url, "--flavor", "custom", "--inference-component",
+                     "semsearch-dev-cpu-model", "--requests", "2", "--concurrency", "1", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["inference_component"] == "semsearch-dev-cpu-model" and summary["status_counts"] == {"200": 2}
+
+
+class _RecordingEndpoint(http.server.BaseHTTPRequestHandler):
+    """Stands in for a SageMaker endpoint's front only to show the headers loadtest sends: it
+    records them and answers one zero vector per text."""
+
+    seen: list[dict[str, str]] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append(dict(self.headers))
+        payload = json.dumps([[0.0] * 4] * len(body["inputs"])).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_url_mode_names_the_inference_component_in_sagemakers_header():
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), _RecordingEndpoint)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        summary = loadtest(url_sender_factory(url, inference_component="semsearch-dev-cpu-model"), target=url,
+                           requests=2, concurrency=1, batch_size=3, texts=["a", "b"], flavor="tei",
+                           count_tokens=lambda ts: [1] * len(ts))
+        loadtest(url_sender_factory(url), target=url, requests=1, concurrency=1, batch_size=1, texts=["a"],
+                 flavor="tei", count_tokens=lambda ts: [1] * len(ts))
+    finally:
+        httpd.shutdown()
+    assert summary["status_counts"] == {"200": 2} and summary["dimension"] == 4
+    assert [h.get(INFERENCE_COMPONENT_HEADER) for h in _RecordingEndpoint.seen] == [
+        "semsearch-dev-cpu-model", "semsearch-dev-cpu-model", None]
+
+
+def test_tei_router_takes_the_tei_contract(tei, texts_file, tmp_path):
+    out = tmp_path / "report"
+    result = run_cli("--url", tei, "--flavor", "tei", "--requests", "6", "--concurrency", "2",
+                     "--batch-size", str(TEI_MAX_CLIENT_BATCH), "--texts", str(texts_file), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status_counts"] == {"200": 6} and summary["dimension"] == 384 and summary["flavor"] == "tei"
+    assert all(s["dimension"] == 384 for s in json.loads((out / "samples.json").read_text()))
+
+
+def test_tei_router_refuses_a_batch_over_its_client_batch_with_413(tei):
+    result = run_cli("--url", f"{tei}/invocations", "--requests", "2", "--concurrency", "1",
+                     "--batch-size", str(TEI_MAX_CLIENT_BATCH + 1))  # default flavor: tei
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["status_counts"] == {"413": 2}
+    assert summary["error_messages"]["413"] == (
+        f"batch size {TEI_MAX_CLIENT_BATCH + 1} > maximum allowed batch size {TEI_MAX_CLIENT_BATCH} (Validation)")
+
+
+def test_tei_router_refuses_our_handlers_contract(tei):
+    """The first review's finding: a bare array is not TEI's contract (axum answers 422)."""
+    result = run_cli("--url", tei, "--flavor", "custom", "--requests", "1", "--concurrency", "1", "--batch-size", "2")
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["status_counts"] == {"422": 1}
+    assert "Failed to deserialize the JSON body" in summary["error_messages"]["422"]
+
+
+@pytest.mark.parametrize(("flavor", "batch", "limit", "name"), [("tei", 33, 32, "max_client_batch_size"),
+                                                                 ("custom", 257, 256, "SEMSEARCH_MAX_BATCH")])
+def test_a_batch_over_the_flavors_limit_is_refused_before_sending(flavor, batch, limit, name):
+    # Nothing listens on the port: a request sent would be counted as refused instead.
+    result = run_cli("--url", f"http://127.0.0.1:{free_port()}", "--flavor", flavor, "--requests", "1",
+                     "--concurrency", "1", "--batch-size", str(batch))
+    assert result.returncode == 2 and result.stdout == ""
+    assert (f"--batch-size {batch} is over the {flavor} flavor's limit of {limit} texts per request ({name} of "
+            "stage 'dev', endpoint semsearch-dev-cpu)") in result.stderr
+
+
+def test_stage_defaults_follow_the_config(tmp_path):
+    prod = stage_defaults("prod")
+    assert (prod.stage, prod.endpoint_name, prod.flavor, prod.instance_type, prod.inference_component) == (
+        "prod", "semsearch-prod-gpu", "tei", "ml.g5.xlarge", None)
+    # A stage that scales to zero hosts its model as an inference component, named on every request.
+    cdk_json = json.loads((REPO / "cdk.json").read_text())
+    cdk_json["context"]["stages"]["dev"]["ops"] = {"active_hours_utc": "07-19"}
+    cdk_json["context"]["stages"]["dev"]["endpoints"]["cpu"].update(
+        flavor="custom", model_data_s3_uri="s3://models-bucket/all-minilm/model.tar.gz")
+    cdk_json["context"]["stages"]["dev"]["endpoints"]["cpu"]["max_client_batch_size"] = 16
+    (tmp_path / "cdk.json").write_text(json.dumps(cdk_json))
+    dev = stage_defaults(None, tmp_path / "cdk.json")
+    assert (dev.stage, dev.flavor, dev.inference_component) == ("dev", "custom", "semsearch-dev-cpu-model")
+    assert dev.batch_limits == {"tei": 16, "custom": 128}
 
 
 def test_connection_failures_are_counted_too(tmp_path):
@@ -76,15 +251,25 @@ def test_connection_failures_are_counted_too(tmp_path):
     assert json.loads(result.stdout)["status_counts"] == {"error:ConnectionRefusedError": 3}
 
 
-def test_endpoint_mode_calls_sagemaker_runtime_with_stubbed_responses():
+def _recorded_params(client) -> list[dict]:
+    """Every InvokeEndpoint's parameters, as the client is about to serialize them."""
+    seen: list[dict] = []
+    client.meta.events.register("provide-client-params.sagemaker-runtime.InvokeEndpoint",
+                                lambda params, **_: seen.append(dict(params)))
+    return seen
+
+
+@pytest.mark.parametrize(("flavor", "component"), [("custom", None), ("tei", "semsearch-dev-cpu-model")])
+def test_endpoint_mode_calls_sagemaker_runtime_with_stubbed_responses(flavor, component):
     client = boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="AKID",
                           aws_secret_access_key="secret")
+    sent = _recorded_params(client)
     texts = ["one", "two", "three"]
-    bodies = build_bodies(texts, 4, 2, lambda ts: [3] * len(ts))
+    bodies = build_bodies(texts, 4, 2, lambda ts: [3] * len(ts), flavor=flavor)
     with Stubber(client) as stub:
         for i, (body, _, _) in enumerate(bodies):
             expected = {"EndpointName": "prod-embed", "Body": body, "ContentType": "application/json",
-                        "Accept": "application/json"}
+                        "Accept": "application/json", **({"InferenceComponentName": component} if component else {})}
             if i == 2:  # SageMaker throttles with a 400 (and a null message) under load
                 stub.add_client_error("invoke_endpoint", service_error_code="ThrottlingException",
                                       http_status_code=400, expected_params=expected)
@@ -92,19 +277,29 @@ def test_endpoint_mode_calls_sagemaker_runtime_with_stubbed_responses():
                 payload = json.dumps([[0.0] * 384] * 2).encode()
                 stub.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(payload), len(payload)),
                                                       "ContentType": "application/json"}, expected)
-        summary = loadtest(endpoint_sender_factory(client, "prod-embed"), target="sagemaker:prod-embed",
-                           requests=4, concurrency=1, batch_size=2, texts=texts, count_tokens=lambda ts: [3] * len(ts))
+        summary = loadtest(endpoint_sender_factory(client, "prod-embed", inference_component=component),
+                           target="sagemaker:prod-embed", requests=4, concurrency=1, batch_size=2, texts=texts,
+                           count_tokens=lambda ts: [3] * len(ts), flavor=flavor, inference_component=component)
         stub.assert_no_pending_responses()
+    assert len(sent) == 4
+    assert [p for params in sent for p in botocore_api.validate("sagemaker-runtime", "InvokeEndpoint", params)] == []
     assert summary["status_counts"] == {"200": 3, "400": 1}
     assert (summary["ok"], summary["errors"]) == (3, 1)
+    assert (summary["flavor"], summary["inference_component"], summary["dimension"]) == (flavor, component, 384)
+    assert summary["error_messages"]["400"].startswith("ThrottlingException")
     assert summary["texts_per_s"] == pytest.approx(2 * summary["requests_per_s"])
     assert summary["tokens_per_s"] == pytest.approx(6 * summary["requests_per_s"])
 
 
 def test_request_bodies_cycle_through_the_texts():
-    bodies = build_bodies(["a", "bb", "ccc"], 3, 2, lambda ts: [len(t) for t in ts])
+    bodies = build_bodies(["a", "bb", "ccc"], 3, 2, lambda ts: [len(t) for t in ts], flavor="custom")
     assert [json.loads(b) for b, _, _ in bodies] == [["a", "bb"], ["ccc", "a"], ["bb", "ccc"]]
     assert [tokens for _, _, tokens in bodies] == [3, 4, 5]
+
+
+def test_tei_bodies_are_the_connectors():
+    bodies = build_bodies(["a", "b \"quoted\""], 1, 2, lambda ts: [1] * len(ts), flavor="tei")
+    assert json.loads(bodies[0][0]) == {"inputs": ["a", 'b "quoted"'], "truncate": True}
 
 
 def test_percentiles_are_nearest_rank():
