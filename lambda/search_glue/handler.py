@@ -1,9 +1,11 @@
 """Entry points: ``on_event`` and ``is_complete`` (CDK Provider framework) and ``watchdog``.
 
-on_event   Create/Update: settings, role mappings, connector, model group, register,
-           deploy request. Delete: the whole teardown. Returns the physical id.
-is_complete  waits for DEPLOYED, then the _predict smoke test (dimension check), ingest
-           pipeline, k-NN index, alias, hybrid search pipeline. Returns the outputs (Data).
+on_event   Create/Update: settings, role mappings, model group, and per text kind (passage;
+           query too for an asymmetric model) connector, register, deploy request.
+           Delete: the whole teardown. Returns the physical id.
+is_complete  waits for DEPLOYED, then the _predict smoke tests (dimension check), ingest
+           pipeline (passage model), search pipeline (query model, hybrid normalization),
+           k-NN index (that pipeline as its default), alias. Returns the outputs (Data).
 watchdog   scheduled: redeploys the model if it is no longer deployed or no longer answers;
            an inference component scaled to zero is reported asleep, not broken.
 
@@ -73,19 +75,25 @@ def on_event(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     old = _old_properties(event) if request_type == "Update" else None
     client = OpenSearch.from_properties(props)
     created: list[str] = []
+    connector_ids: dict[str, str] = {}
     with _cleanup_on_failure(client, names, created):
         steps.apply_cluster_settings(client, props)
         steps.merge_role_mappings(client, props, old)
         steps.ensure_access_roles(client, props, names, created, old)
-        connector_id = steps.ensure_connector(
-            client, props, names, created, credentials_changed=old is not None and old.credential() != props.credential())
         group_id = steps.ensure_model_group(client, names, created)
-        model_id = steps.ensure_model(client, names, connector_id, group_id, created)
-        steps.request_deploy(client, model_id)
+        # A passage model (ingest) and, for an asymmetric model, a query model (neural queries).
+        model_ids = {}
+        for kind in steps.text_kinds(props):
+            connector_id = steps.ensure_connector(client, props, names, created, kind=kind, credentials_changed=(
+                old is not None and old.credential() != props.credential()))
+            model_ids[kind] = steps.ensure_model(client, names, connector_id, group_id, created, kind=kind)
+            steps.request_deploy(client, model_ids[kind])
+            connector_ids[kind] = connector_id
     # "Created" is not for CloudFormation: the Provider framework passes every field of this
     # answer on to is_complete, which needs it to clean up after a failure of its own.
     return {"PhysicalResourceId": names.physical_id, "Created": created,
-            "Data": {"ConnectorId": connector_id, "ModelGroupId": group_id, "ModelId": model_id}}
+            "Data": {"ConnectorId": connector_ids["passage"], "ModelGroupId": group_id,
+                     "ModelId": model_ids["passage"], "QueryModelId": model_ids.get("query", model_ids["passage"])}}
 
 
 @lambda_entry(*LOGGERS)
@@ -97,20 +105,24 @@ def is_complete(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     client = OpenSearch.from_properties(props)
     created = list(event.get("Created") or [])
     with _cleanup_on_failure(client, names, created):
-        model = _only(steps.find_all(client, "deploy", "models", names.model), "model", names.model)
-        if not steps.deployed(client, model["id"]):
+        models = {kind: _only(steps.find_all(client, "deploy", "models", names.model_for(kind)), "model",
+                              names.model_for(kind)) for kind in steps.text_kinds(props)}
+        if not all([steps.deployed(client, m["id"]) for m in models.values()]):
             return {"IsComplete": False}
-        connector_id = model["connector_id"]
-        steps.smoke_test(client, props, model["id"], connector_hint=f"{names.connector} ({connector_id}) -> "
-                                                                 f"{props.invocation_url}")
+        for kind, m in models.items():
+            steps.smoke_test(client, props, m["id"], connector_hint=f"{names.connector_for(kind)} "
+                                                                    f"({m['connector_id']}) -> {props.invocation_url}")
+        model, query_model = models["passage"], models.get("query", models["passage"])
         steps.ensure_ingest_pipeline(client, props, names, model["id"], created)
+        # Before the index that names it as its default.
+        search_pipeline = steps.ensure_search_pipeline(client, props, names, query_model["id"], created)
         steps.ensure_index(client, props, names, created)
         steps.point_alias(client, names)
-        search_pipeline = steps.ensure_search_pipeline(client, props, names, created)
     return {"IsComplete": True, "Data": {
-        "ConnectorId": connector_id,
+        "ConnectorId": model["connector_id"],
         "ModelGroupId": model["model_group_id"],
         "ModelId": model["id"],
+        "QueryModelId": query_model["id"],
         "PipelineName": names.ingest_pipeline,
         "IndexName": names.alias,
         "ConcreteIndexName": names.index,
@@ -147,7 +159,8 @@ def _delete(event: dict[str, Any]) -> dict[str, Any]:
 
 @lambda_entry(*LOGGERS)
 def watchdog(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    """Redeploy the model if it dropped out (a domain restart can leave it undeployed).
+    """Redeploy a model if it dropped out (a domain restart can leave it undeployed): the
+    passage model, and the query model of an asymmetric one (its result under QueryModel).
 
     An endpoint whose inference component has 0 copies (scaled to zero outside its active
     hours) is asleep, not broken: reported as ``"Endpoint": "asleep"``, nothing redeployed.
@@ -160,10 +173,18 @@ def watchdog(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     props = parse(event.get("ResourceProperties", event))
     names = Names(props.physical_id, props.index_name)
     client = OpenSearch.from_properties(props)
-    model = _only(steps.find_all(client, "watchdog", "models", names.model), "model", names.model)
+    result = _watch(client, props, names, "passage")
+    if props.asymmetric:
+        result["QueryModel"] = _watch(client, props, names, "query")
+    return result
+
+
+def _watch(client: OpenSearch, props: GlueProperties, names: Names, kind: str) -> dict[str, Any]:
+    """The watchdog's check of the model for ``kind`` texts (redeployed when it dropped out)."""
+    model = _only(steps.find_all(client, "watchdog", "models", names.model_for(kind)), "model", names.model_for(kind))
     model_id = model["id"]
     state = steps.model_state(client, model_id)
-    hint = f"{names.connector} -> {props.invocation_url}"
+    hint = f"{names.connector_for(kind)} -> {props.invocation_url}"
     if state == "DEPLOYED":
         try:
             endpoint = _probe(client, props, model_id, hint)

@@ -175,7 +175,15 @@ class GlueProperties:
     ingest_batch_size: int = field(default=UNSET, metadata=prop(
         "IngestBatchSize", "text_embedding batch_size (texts per endpoint call)", default=32, low=1, high=512))
     hybrid_search: bool = field(default=UNSET, metadata=prop(
-        "HybridSearch", "adds a normalization-processor search pipeline", default=False))
+        "HybridSearch", "adds a normalization-processor to the index's search pipeline", default=False))
+    # The catalog's prompts (stacks/catalog.py). When they differ the model is asymmetric:
+    # ml-commons gets a passage model (ingest) and a query model (neural queries), each
+    # connector adding its own prompt; otherwise one model serves both.
+    query_prefix: str = field(default=UNSET, metadata=prop(
+        "QueryPrefix", 'prepended to query texts (e5: "query: "); tei: by the query connector, custom: the '
+        "handler's own (the connector names the kind)", default=""))
+    passage_prefix: str = field(default=UNSET, metadata=prop(
+        "PassagePrefix", 'prepended to ingested texts (e5: "passage: "), as QueryPrefix', default=""))
     # An endpoint that scales to zero hosts its model as an inference component, which
     # every invocation must name (header X-Amzn-SageMaker-Inference-Component).
     inference_component: str = field(default=UNSET, metadata=prop(
@@ -215,6 +223,11 @@ class GlueProperties:
         return self.auth_mode != "sigv4"
 
     @property
+    def asymmetric(self) -> bool:
+        """Queries and passages are embedded differently: two ml-commons models, one per kind."""
+        return self.query_prefix != self.passage_prefix
+
+    @property
     def invocation_url(self) -> str:
         if self.endpoint_url:
             return self.endpoint_url
@@ -232,6 +245,9 @@ class GlueProperties:
             "invocation_url": self.invocation_url, "region": self.region, "dimension": self.dimension,
             # Only when set, so the ids of endpoints without a component stay as they were.
             **({"inference_component": self.inference_component} if self.inference_component else {}),
+            # A prefix changes every vector; only when set, as above.
+            **({"query_prefix": self.query_prefix} if self.query_prefix else {}),
+            **({"passage_prefix": self.passage_prefix} if self.passage_prefix else {}),
             "index_name": self.index_name, "text_field": self.text_field,
             "embedding_field": self.embedding_field, "knn_engine": self.knn_engine,
             "space_type": self.space_type, "hnsw_m": self.hnsw_m,

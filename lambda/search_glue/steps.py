@@ -25,19 +25,21 @@ log = logging.getLogger(__name__)
 
 PRE_PROCESS = "connector.pre_process.default.embedding"
 POST_PROCESS = "connector.post_process.default.embedding"
+# What a text is embedded as. neural-search sends ingest and query texts to a model the
+# same way, so the kind lives in which model (and so which connector) is called.
+TEXT_KINDS = ("passage", "query")
 # The body each serving flavor expects; ml-commons fills ${parameters.input} with a JSON
-# array of strings. TEI truncates over-long inputs itself when asked to.
-REQUEST_BODIES = {
-    "tei": '{"inputs": ${parameters.input}, "truncate": true}',
-    "custom": "${parameters.input}",
-}
+# array of strings. TEI truncates over-long inputs itself when asked to. Our handler
+# takes the kind and adds the model's own prefix for it (inference_code/contracts.py).
+TEI_BODY = '{"inputs": ${parameters.input}, "truncate": true}'
+CUSTOM_BODY = '{"inputs": ${parameters.input}, "prompt_name": "%s"}'
 SMOKE_TEXT = "semsearch smoke test"
 # Hybrid search: keyword (first sub-query) and neural (second) scores after min-max.
 HYBRID_WEIGHTS = [0.3, 0.7]
 POLL_S = 1.0
 # Object kinds, in teardown order.
-KINDS = ("search_pipeline", "index", "ingest_pipeline", "model", "connector", "model_group",
-         "search_role", "loader_role")
+KINDS = ("index", "ingest_pipeline", "search_pipeline", "query_model", "model", "query_connector", "connector",
+         "model_group", "search_role", "loader_role")
 # What SageMaker answers (HTTP 400 ValidationError) when the inference component named in
 # the call has no copies: a scale-to-zero endpoint outside its active hours. ml-commons
 # passes the status on and quotes the body in its own error ("Error from remote service: ...").
@@ -56,12 +58,27 @@ class Names:
         return self.physical_id
 
     @property
+    def query_connector(self) -> str:
+        return f"{self.physical_id}-query"
+
+    @property
     def model_group(self) -> str:
         return self.physical_id
 
     @property
     def model(self) -> str:
+        """The passage model (the ingest pipeline's; the only one of a symmetric model)."""
         return self.physical_id
+
+    @property
+    def query_model(self) -> str:
+        return f"{self.physical_id}-query"
+
+    def connector_for(self, kind: str) -> str:
+        return self.query_connector if kind == "query" else self.connector
+
+    def model_for(self, kind: str) -> str:
+        return self.query_model if kind == "query" else self.model
 
     @property
     def ingest_pipeline(self) -> str:
@@ -73,6 +90,12 @@ class Names:
 
     @property
     def search_pipeline(self) -> str:
+        """The index's default search pipeline: its query model (and hybrid normalization)."""
+        return f"{self.physical_id}-search-pipeline"
+
+    @property
+    def legacy_search_pipeline(self) -> str:
+        """What the hybrid-only pipeline was called before every index had one."""
         return f"{self.physical_id}-hybrid"
 
     @property
@@ -207,10 +230,43 @@ def _first_id(hits: list[dict[str, Any]]) -> str | None:
 # Connector, model group, model
 
 
-def connector_body(props: GlueProperties, name: str) -> dict[str, Any]:
+def text_kinds(props: GlueProperties) -> tuple[str, ...]:
+    """The kinds this model version registers a model for: passage, and query when asymmetric."""
+    return TEXT_KINDS if props.asymmetric else ("passage",)
+
+
+def prefix_script(prefix: str) -> str:
+    """A painless pre_process function: ml-commons' default embedding input with ``prefix``
+    in front of every text.
+
+    ml-commons hands a script ``params.text_docs``, each text already JSON-encoded (quotes
+    included), and reads the ``parameters`` of the JSON the script returns; a list value
+    reaches ``${parameters.input}`` as a JSON array, as the default function's does.
+    """
+    as_json = json.dumps(prefix)[1:-1]  # the prefix as it sits inside a JSON string
+    literal = "'" + as_json.replace("\\", "\\\\").replace("'", "\\'") + "'"  # ... in a painless string
+    return ("List texts = new ArrayList(); "
+            f"for (def doc : params.text_docs) {{ texts.add('\"' + {literal} + doc.substring(1)); }} "
+            "return '{\"parameters\": {\"input\": [' + String.join(',', texts) + ']}}';")
+
+
+def predict_action(props: GlueProperties, kind: str) -> dict[str, str]:
+    """How the connector of ``kind`` asks the endpoint: the request body and pre_process function.
+
+    TEI embeds the inputs as given (its prompts only exist where the model's files define
+    them), so the connector prepends the catalog's prefix; our handler is told the kind.
+    """
+    if props.flavor == "custom":
+        return {"request_body": CUSTOM_BODY % kind, "pre_process_function": PRE_PROCESS}
+    prefix = props.query_prefix if kind == "query" else props.passage_prefix
+    return {"request_body": TEI_BODY, "pre_process_function": prefix_script(prefix) if prefix else PRE_PROCESS}
+
+
+def connector_body(props: GlueProperties, name: str, kind: str = "passage") -> dict[str, Any]:
     return {
         "name": name,
-        "description": f"SageMaker endpoint {props.endpoint_name or props.invocation_url} ({props.flavor})",
+        "description": f"SageMaker endpoint {props.endpoint_name or props.invocation_url} ({props.flavor}, "
+                       f"{kind} texts)",
         "version": "1",
         "protocol": "aws_sigv4",
         "parameters": {"region": props.region, "service_name": "sagemaker"},
@@ -223,25 +279,27 @@ def connector_body(props: GlueProperties, name: str) -> dict[str, Any]:
             "headers": {"content-type": "application/json",
                         **({"X-Amzn-SageMaker-Inference-Component": props.inference_component}
                            if props.inference_component else {})},
-            "request_body": REQUEST_BODIES[props.flavor],
-            "pre_process_function": PRE_PROCESS,
+            **predict_action(props, kind),
             "post_process_function": POST_PROCESS,
         }],
     }
 
 
 def ensure_connector(client: OpenSearch, props: GlueProperties, names: Names, created: list[str], *,
-                     credentials_changed: bool) -> str:
-    """The connector's id, created if missing; client_config/credential brought up to date.
+                     credentials_changed: bool, kind: str = "passage") -> str:
+    """The id of the connector for ``kind`` texts, created if missing; client_config/credential
+    brought up to date.
 
     ml-commons refuses to change a connector a deployed model uses, so an update undeploys
-    the model first; ``ensure_deployed`` redeploys it.
+    the model first; ``request_deploy`` redeploys it.
     """
-    hits = find_all(client, "connector", "connectors", names.connector)
+    name = names.connector_for(kind)
+    hits = find_all(client, "connector", "connectors", name)
     if not hits:
-        _, body = client.call("connector", "POST", "/_plugins/_ml/connectors/_create", connector_body(props, names.connector))
-        created.append("connector")
-        log.info("connector: created %s", body["connector_id"])
+        _, body = client.call("connector", "POST", "/_plugins/_ml/connectors/_create",
+                              connector_body(props, name, kind))
+        created.append("query_connector" if kind == "query" else "connector")
+        log.info("connector: created %s (%s)", body["connector_id"], kind)
         return str(body["connector_id"])
     connector_id = _first_id(hits)
     assert connector_id is not None
@@ -250,7 +308,7 @@ def ensure_connector(client: OpenSearch, props: GlueProperties, names: Names, cr
     if drifted or credentials_changed:
         log.info("connector: updating %s (client_config %s, credentials %s)", connector_id,
                  "changed" if drifted else "same", "changed" if credentials_changed else "same")
-        for model in find_all(client, "connector", "models", names.model):
+        for model in find_all(client, "connector", "models", names.model_for(kind)):
             undeploy(client, model["id"])
         client.call("connector", "PUT", f"/_plugins/_ml/connectors/{connector_id}", props.updatable_connector_part())
     else:
@@ -284,19 +342,21 @@ def wait_task(client: OpenSearch, step: str, task_id: str, timeout_s: float) -> 
 
 
 def ensure_model(client: OpenSearch, names: Names, connector_id: str, group_id: str, created: list[str], *,
-                 timeout_s: float = 60) -> str:
-    """The registered remote model's id (function_name remote), registering it if missing."""
-    for hit in find_all(client, "register", "models", names.model):
+                 kind: str = "passage", timeout_s: float = 60) -> str:
+    """The id of the registered remote model (function_name remote) for ``kind`` texts,
+    registering it if missing."""
+    name = names.model_for(kind)
+    for hit in find_all(client, "register", "models", name):
         if hit.get("model_group_id") == group_id and hit.get("model_state") not in ("REGISTER_FAILED",):
-            log.info("register: adopted model %s (%s)", hit["id"], hit.get("model_state"))
+            log.info("register: adopted %s model %s (%s)", kind, hit["id"], hit.get("model_state"))
             return str(hit["id"])
     _, body = client.call("register", "POST", "/_plugins/_ml/models/_register", {
-        "name": names.model, "function_name": "remote", "model_group_id": group_id,
-        "connector_id": connector_id, "description": "remote embedding model (SageMaker endpoint)",
+        "name": name, "function_name": "remote", "model_group_id": group_id,
+        "connector_id": connector_id, "description": f"remote embedding model for {kind} texts (SageMaker endpoint)",
     })
-    created.append("model")
+    created.append("query_model" if kind == "query" else "model")
     model_id = body.get("model_id") or wait_task(client, "register", body["task_id"], timeout_s)["model_id"]
-    log.info("register: model %s", model_id)
+    log.info("register: %s model %s", kind, model_id)
     return str(model_id)
 
 
@@ -437,6 +497,8 @@ def index_body(props: GlueProperties, names: Names) -> dict[str, Any]:
         "settings": {"index": {
             "knn": True,
             "default_pipeline": names.ingest_pipeline,
+            # Queries name no model: this pipeline's enricher supplies the index's query model.
+            "search": {"default_pipeline": names.search_pipeline},
             "number_of_shards": props.number_of_shards,
             "number_of_replicas": props.number_of_replicas,
         }},
@@ -459,8 +521,10 @@ def ensure_index(client: OpenSearch, props: GlueProperties, names: Names, create
         created.append("index")
         log.info("index: created %s", names.index)
     else:
-        # Replicas are the one index setting an in-place Update may change.
-        client.call("index", "PUT", f"/{names.index}/_settings", {"index": {"number_of_replicas": props.number_of_replicas}})
+        # Replicas are the one index setting an in-place Update may change; the search
+        # pipeline is set too, for an index made before it had one.
+        client.call("index", "PUT", f"/{names.index}/_settings", {"index": {
+            "number_of_replicas": props.number_of_replicas, "search": {"default_pipeline": names.search_pipeline}}})
         log.info("index: adopted %s", names.index)
 
 
@@ -476,21 +540,30 @@ def point_alias(client: OpenSearch, names: Names) -> None:
     log.info("alias: %s -> %s (was %s)", names.alias, names.index, holders or "unset")
 
 
-def ensure_search_pipeline(client: OpenSearch, props: GlueProperties, names: Names, created: list[str]) -> str:
+def search_pipeline_body(props: GlueProperties, query_model_id: str) -> dict[str, Any]:
+    """The index's default search pipeline: neural queries without a model id get the query
+    model; with HybridSearch, hybrid queries get min-max normalized scores too."""
+    body: dict[str, Any] = {
+        "description": f"neural queries embedded by model {query_model_id}"
+                       + ("; hybrid: min-max normalized keyword and neural scores" if props.hybrid_search else ""),
+        "request_processors": [{"neural_query_enricher": {"default_model_id": query_model_id}}],
+    }
+    if props.hybrid_search:
+        body["phase_results_processors"] = [{"normalization-processor": {
+            "normalization": {"technique": "min_max"},
+            "combination": {"technique": "arithmetic_mean", "parameters": {"weights": HYBRID_WEIGHTS}},
+        }}]
+    return body
+
+
+def ensure_search_pipeline(client: OpenSearch, props: GlueProperties, names: Names, query_model_id: str,
+                           created: list[str]) -> str:
+    """The search pipeline (PUT replaces it whole: HybridSearch is updated in place)."""
     path = f"/_search/pipeline/{names.search_pipeline}"
-    if not props.hybrid_search:
-        client.call("search_pipeline", "DELETE", path, ok=(404,))
-        return ""
     status, _ = client.call("search_pipeline", "GET", path, ok=(404,))
     if status == 404:
         created.append("search_pipeline")
-    client.call("search_pipeline", "PUT", path, {
-        "description": "hybrid search: min-max normalized keyword and neural scores",
-        "phase_results_processors": [{"normalization-processor": {
-            "normalization": {"technique": "min_max"},
-            "combination": {"technique": "arithmetic_mean", "parameters": {"weights": HYBRID_WEIGHTS}},
-        }}],
-    })
+    client.call("search_pipeline", "PUT", path, search_pipeline_body(props, query_model_id))
     return names.search_pipeline
 
 
@@ -524,20 +597,25 @@ def _hand_alias_back(client: OpenSearch, names: Names) -> None:
 def teardown(client: OpenSearch, names: Names, only: set[str] | frozenset[str] = frozenset(KINDS)) -> None:
     """Remove the objects of this physical id (the kinds in ``only``) in dependency order;
     404 counts as done."""
-    if "search_pipeline" in only:
-        client.call("delete_search_pipeline", "DELETE", f"/_search/pipeline/{names.search_pipeline}", ok=(404,))
     if "index" in only:
         _hand_alias_back(client, names)
         client.call("delete_index", "DELETE", f"/{names.index}", ok=(404,))
     if "ingest_pipeline" in only:
         client.call("delete_ingest_pipeline", "DELETE", f"/_ingest/pipeline/{names.ingest_pipeline}", ok=(404,))
-    if "model" in only:
-        for model in find_all(client, "delete_model", "models", names.model):
-            undeploy(client, model["id"])
-            _delete_model(client, model["id"])
-    if "connector" in only:
-        for connector in find_all(client, "delete_connector", "connectors", names.connector):
-            client.call("delete_connector", "DELETE", f"/_plugins/_ml/connectors/{connector['id']}", ok=(404,))
+    # After the index: a search pipeline an index names as its default cannot go first.
+    if "search_pipeline" in only:
+        for pipeline in (names.search_pipeline, names.legacy_search_pipeline):
+            client.call("delete_search_pipeline", "DELETE", f"/_search/pipeline/{pipeline}", ok=(404,))
+    for kind in ("query_model", "model"):
+        if kind in only:
+            for model in find_all(client, "delete_model", "models", names.model_for(kind.removesuffix("_model"))):
+                undeploy(client, model["id"])
+                _delete_model(client, model["id"])
+    for kind in ("query_connector", "connector"):
+        if kind in only:
+            for connector in find_all(client, "delete_connector", "connectors",
+                                      names.connector_for(kind.removesuffix("_connector"))):
+                client.call("delete_connector", "DELETE", f"/_plugins/_ml/connectors/{connector['id']}", ok=(404,))
     if "model_group" in only:
         for group in find_all(client, "delete_model_group", "model_groups", names.model_group):
             client.call("delete_model_group", "DELETE", f"/_plugins/_ml/model_groups/{group['id']}", ok=(404,))

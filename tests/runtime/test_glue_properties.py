@@ -143,7 +143,8 @@ def test_physical_id_is_deterministic_and_tracks_what_defines_the_objects():
         assert parse({**AWS, field: value}).physical_id == base, field
     # New objects: new id.
     for field, value in [("Dimension", "768"), ("EndpointName", "other-endpoint"), ("SpaceType", "l2"),
-                         ("IndexName", "docs2"), ("Flavor", "custom"), ("HnswM", "32")]:
+                         ("IndexName", "docs2"), ("Flavor", "custom"), ("HnswM", "32"),
+                         ("QueryPrefix", "query: "), ("PassagePrefix", "passage: ")]:
         assert parse({**AWS, field: value}).physical_id != base, field
 
 
@@ -165,7 +166,7 @@ def test_connector_body_per_flavor():
     assert tei["parameters"] == {"region": "us-east-1", "service_name": "sagemaker"}
     assert tei["credential"] == {"roleArn": "arn:aws:iam::123456789012:role/semsearch-connector"}
     custom = steps.connector_body(parse(LOCAL), "c")
-    assert custom["actions"][0]["request_body"] == "${parameters.input}"
+    assert custom["actions"][0]["request_body"] == '{"inputs": ${parameters.input}, "prompt_name": "passage"}'
     assert custom["actions"][0]["url"] == LOCAL["EndpointUrl"]
     assert custom["credential"] == {"access_key": "AK", "secret_key": "SK"}
 
@@ -229,7 +230,7 @@ EVERY_FIELD_SET = GlueProperties(
     connection_timeout_s=4, max_retry_times=2, retry_backoff_policy="constant", retry_backoff_millis=300,
     index_name="docs", text_field="body", embedding_field="vector", knn_engine="lucene", hnsw_m=24,
     hnsw_ef_construction=256, space_type="l2", number_of_shards=2, number_of_replicas=0, ingest_batch_size=8,
-    hybrid_search=True, inference_component="ep-model")
+    hybrid_search=True, query_prefix="query: ", passage_prefix="passage: ", inference_component="ep-model")
 
 
 def test_every_field_is_one_property_with_its_own_name():
