@@ -12,6 +12,8 @@ from semsearch.errors import UsageError
 COMMAND_MODULES: list[str] = [
     "semsearch.local.cli",
     "semsearch.search",
+    "semsearch.ingest",
+    "semsearch.status",
     "semsearch.cost",
     "semsearch.train",
     "semsearch.evaluate",

@@ -1,4 +1,4 @@
-"""`semsearch search`: neural queries against the local stack (`semsearch local up`)."""
+"""`semsearch search`: neural queries against a deployed stage (--stage) or the local stack."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from semsearch import stage
 from semsearch.errors import UsageError
-from semsearch.local.client import Connection
-from semsearch.local.stack import LocalStack
+from semsearch.local.client import OpenSearchClient
 
 # Neighbours the HNSW graph search collects before the top ``k`` are kept. Lucene explores
 # about as many candidates as it is asked for, so asking for 3 misses a quarter of the true
@@ -18,15 +18,27 @@ from semsearch.local.stack import LocalStack
 CANDIDATES = 100
 
 
-def neural_query(query: str, *, field: str, model_id: str, k: int) -> dict[str, Any]:
-    """The search body: the node embeds ``query`` with the deployed model, then k-NN."""
-    return {"size": k, "_source": False,
+def neural_query(query: str, *, field: str, model_id: str, k: int, text_field: str | None = None) -> dict[str, Any]:
+    """The search body: the node embeds ``query`` with the deployed model, then k-NN.
+
+    Only ``text_field`` comes back of each document (never its vector), or nothing.
+    """
+    return {"size": k, "_source": [text_field] if text_field else False,
             "query": {"neural": {field: {"query_text": query, "model_id": model_id, "k": max(k, CANDIDATES)}}}}
 
 
-def search(conn: Connection, index: str, query: str, *, field: str, model_id: str, k: int) -> list[dict[str, Any]]:
-    _, body = conn.request("POST", f"/{index}/_search", neural_query(query, field=field, model_id=model_id, k=k))
-    return [{"id": hit["_id"], "score": hit["_score"]} for hit in body["hits"]["hits"]]
+def search(conn: OpenSearchClient, index: str, query: str, *, field: str, model_id: str, k: int,
+           text_field: str | None = None) -> list[dict[str, Any]]:
+    """Hits ``{"id", "score"}``, best first, plus ``"text"`` when ``text_field`` is given."""
+    body = neural_query(query, field=field, model_id=model_id, k=k, text_field=text_field)
+    _, result = conn.request("POST", f"/{index}/_search", body)
+    hits = []
+    for hit in result["hits"]["hits"]:
+        out = {"id": hit["_id"], "score": hit["_score"]}
+        if text_field:
+            out["text"] = (hit.get("_source") or {}).get(text_field)
+        hits.append(out)
+    return hits
 
 
 def read_queries(path: str) -> list[str]:
@@ -49,11 +61,13 @@ def read_queries(path: str) -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("search", help="neural search on the local stack", description=__doc__)
+    parser = subparsers.add_parser("search", help="neural search on a stage or the local stack", description=__doc__)
     parser.add_argument("query", nargs="?", help="the query text")
     parser.add_argument("--queries-file", metavar="FILE", help="one query per line (text, or JSONL with \"query\")")
     parser.add_argument("-k", type=int, default=10, help="hits per query (default 10)")
-    parser.add_argument("--json", action="store_true", help='one line per query: {"query", "hits": [{"id", "score"}]}')
+    parser.add_argument("--json", action="store_true",
+                        help='one line per query: {"query", "hits": [{"id", "score", "text"}]}')
+    stage.add_arguments(parser)
     parser.set_defaults(func=_run)
 
 
@@ -63,18 +77,24 @@ def _run(args: argparse.Namespace) -> int:
     if not 1 <= args.k <= 10_000:
         raise UsageError(f"-k {args.k}: must be between 1 and 10000")
     queries = [args.query] if args.query is not None else read_queries(args.queries_file)
-    stack = LocalStack()
-    state = stack.load()
-    if not state.get("model_id"):
-        raise UsageError("no provisioned local stack: run `semsearch local up` first")
-    conn = stack.connection(state)
+    target = stage.resolve(args)
     for query in queries:
         started = time.monotonic()
-        hits = search(conn, state["index"], query, field=state["embedding_field"], model_id=state["model_id"], k=args.k)
+        try:
+            hits = search(target.client, target.alias, query, field=target.embedding_field, model_id=target.model_id,
+                          k=args.k, text_field=target.text_field)
+        except stage.DOMAIN_ERRORS as e:
+            raise UsageError(f"{target.label}: {e}") from None
         if args.json:
             print(json.dumps({"query": query, "hits": hits}), flush=True)
         else:
             print(f"{query}  ({(time.monotonic() - started) * 1000:.0f} ms)")
             for rank, hit in enumerate(hits, 1):
-                print(f"  {rank:>3}. {hit['score']:.4f}  {hit['id']}")
+                print(f"  {rank:>3}. {hit['score']:.4f}  {hit['id']}  {_one_line(hit.get('text'))}")
     return 0
+
+
+def _one_line(text: str | None, width: int = 100) -> str:
+    """A hit's text on its line: whitespace collapsed, cut at ``width`` characters."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"

@@ -15,6 +15,7 @@ from stacks.components.search_domain import SearchDomain
 from stacks.config import StageConfig
 from stacks.glue_properties import GlueProperties, index_properties
 from stacks.nag import acknowledge
+from stacks.names import SearchOutputs
 
 
 def domain_name(stage: str) -> str:
@@ -94,19 +95,28 @@ class SearchStack(cdk.Stack):
             flavor=ep.flavor,
             endpoint_name=fronted.endpoint_name,
             dimension=ep.model.dimension,
+            # The catalog's prompts: different ones register a query model beside the passage model.
+            query_prefix=ep.model.query_prefix,
+            passage_prefix=ep.model.passage_prefix,
             connector_role_arn=self.connector.role.role_arn,
             endpoint_instance_count=ep.initial_instance_count,
             **index_properties(search),
             space_type=config.space_type,
             number_of_replicas=0 if search.data_node_count == 1 else 1,
             ingest_batch_size=ep.max_client_batch_size,
+            hybrid_search=search.hybrid_search,
             inference_component=fronted.inference_component_name or "",
         ))
         # The connector calls the endpoint during the smoke test: it must be InService first.
         self.glue.resource.node.add_dependency(fronted.endpoint)
 
-        cdk.CfnOutput(self, "ModelId", value=self.glue.output("ModelId"))
-        cdk.CfnOutput(self, "IndexName", value=self.glue.output("IndexName"))
-        cdk.CfnOutput(self, "DomainEndpoint", value=self.domain.endpoint_url)
+        # What the semsearch CLI reads to reach this stage (stacks/names.py).
+        cdk.CfnOutput(self, SearchOutputs.MODEL_ID, value=self.glue.output("ModelId"))
+        # Neural queries need no model id (the index's search pipeline names it); for clients that pass one.
+        cdk.CfnOutput(self, "QueryModelId", value=self.glue.output("QueryModelId"))
+        cdk.CfnOutput(self, SearchOutputs.INDEX_NAME, value=self.glue.output("IndexName"))
+        cdk.CfnOutput(self, SearchOutputs.DOMAIN_ENDPOINT, value=self.domain.endpoint_url)
+        cdk.CfnOutput(self, SearchOutputs.TEXT_FIELD, value=search.text_field)
+        cdk.CfnOutput(self, SearchOutputs.EMBEDDING_FIELD, value=search.embedding_field)
         cdk.CfnOutput(self, "ConnectorRoleArn", value=self.connector.role.role_arn)
         cdk.CfnOutput(self, "GlueRoleArn", value=self.glue_role.role_arn)

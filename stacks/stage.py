@@ -8,6 +8,7 @@ from constructs import Construct
 from stacks.config import StageConfig
 from stacks.jobs_stack import JobsStack
 from stacks.model_stack import ModelStack
+from stacks.names import stack_name
 from stacks.ops_stack import OpsStack
 from stacks.search_stack import SearchStack
 from stacks.storage_stack import StorageStack
@@ -19,21 +20,20 @@ class SemsearchStage(cdk.Stage):
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig) -> None:
         env = cdk.Environment(account=config.account or None, region=config.region or None)
         super().__init__(scope, construct_id, env=env)
-        prefix = f"semsearch-{config.name}"
-        self.storage = StorageStack(self, "Storage", stack_name=f"{prefix}-storage", config=config,
+        self.storage = StorageStack(self, "Storage", stack_name=stack_name(config.name, "storage"), config=config,
                                     description=f"semsearch {config.name}: KMS key and artifact buckets")
-        self.model = ModelStack(self, "Model", stack_name=f"{prefix}-model", config=config,
+        self.model = ModelStack(self, "Model", stack_name=stack_name(config.name, "model"), config=config,
                                 key=self.storage.key, alarm_topic=self.storage.alarm_topic,
                                 description=f"semsearch {config.name}: SageMaker embedding endpoints")
-        self.search = SearchStack(self, "Search", stack_name=f"{prefix}-search", config=config,
+        self.search = SearchStack(self, "Search", stack_name=stack_name(config.name, "search"), config=config,
                                   key=self.storage.key, endpoints=self.model.endpoints,
                                   description=f"semsearch {config.name}: OpenSearch domain and neural-search glue")
-        self.jobs = JobsStack(self, "Jobs", stack_name=f"{prefix}-jobs", config=config, key=self.storage.key,
+        self.jobs = JobsStack(self, "Jobs", stack_name=stack_name(config.name, "jobs"), config=config, key=self.storage.key,
                               endpoints=self.model.endpoints, domain_url=self.search.domain.endpoint_url, index_name=config.search.index_name,
                               loader_role=self.search.loader_role,
                               description=f"semsearch {config.name}: fine-tune and batch-embed workflows")
         self.jobs.add_stack_dependency(self.storage)  # the bucket is referenced by name, not by import
-        self.ops = OpsStack(self, "Ops", stack_name=f"{prefix}-ops", config=config,
+        self.ops = OpsStack(self, "Ops", stack_name=stack_name(config.name, "ops"), config=config,
                             topic=self.storage.alarm_topic, endpoints=self.model.endpoints,
                             domain=self.search.domain.domain,
                             workflows={"FineTune": self.jobs.fine_tune.state_machine,

@@ -21,7 +21,8 @@ def test_outputs_and_objects(opensearch, main_stack):
     pid = main_stack["PhysicalResourceId"]
     assert pid.startswith("e2e-main-")
     assert data["IndexName"] == "e2e-main-docs" and data["ConcreteIndexName"] == pid
-    assert data["PipelineName"] == pid and data["SearchPipelineName"] == f"{pid}-hybrid"
+    assert data["PipelineName"] == pid and data["SearchPipelineName"] == f"{pid}-search-pipeline"
+    assert data["QueryModelId"] == data["ModelId"]  # all-MiniLM is symmetric: one model
     assert data["Dimension"] == "384"
     assert ml_objects(opensearch, pid) == {"connectors": 1, "model_groups": 1, "models": 1}
     _, model = opensearch.request("GET", f"/_plugins/_ml/models/{data['ModelId']}")
@@ -110,7 +111,7 @@ def test_search_cli_json(cli_stack, ingested, dev_pairs, tmp_path, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["query"] for line in lines] == [p["query"] for p in dev_pairs[:5]]
     for line in lines:
-        assert len(line["hits"]) == 3 and set(line["hits"][0]) == {"id", "score"}
+        assert len(line["hits"]) == 3 and set(line["hits"][0]) == {"id", "score", "text"}
     assert sum(p["id"] in [h["id"] for h in line["hits"]] for p, line in zip(dev_pairs[:5], lines, strict=True)) >= 3
 
 
