@@ -112,20 +112,16 @@ def stage_defaults(stage: str | None, cdk_json: Path = CDK_JSON) -> Defaults:
         config = load_config({**context, "stage": name}).stage(name)
     except ConfigError as e:
         raise UsageError(str(e).replace("\n", " ")) from None
-    # The names and limits the stacks deploy, from the stacks themselves (this imports CDK).
+    # The names and limits the stacks deploy, from the definitions the stacks use (no CDK import).
     from stacks.catalog import INSTANCES
-    from stacks.components.embedding_endpoint import (
-        ScaleToZero,
-        custom_container_environment,
-        tei_container_environment,
-    )
-    from stacks.model_stack import endpoint_name
+    from stacks.containers import custom_container_environment, tei_container_environment
+    from stacks.names import endpoint_name, inference_component_name
 
     endpoint = config.connector_endpoint
     instance = INSTANCES[endpoint.instance_type]
     name_of_endpoint = endpoint_name(config.name, config.search.endpoint)
     hours = active_hours(config.ops.active_hours_utc)
-    component = ScaleToZero(name_of_endpoint, instance, hours).inference_component_name if hours else None
+    component = inference_component_name(name_of_endpoint) if hours else None
     limits = {"tei": int(tei_container_environment(endpoint)["MAX_CLIENT_BATCH_SIZE"]),
               "custom": int(custom_container_environment(endpoint, instance)["SEMSEARCH_MAX_BATCH"])}
     return Defaults(stage=config.name, endpoint_name=name_of_endpoint, region=config.region, flavor=endpoint.flavor,

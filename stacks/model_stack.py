@@ -11,11 +11,7 @@ from constructs import Construct
 
 from stacks.components.embedding_endpoint import EmbeddingEndpoint, bucket_name
 from stacks.config import StageConfig, active_hours
-
-
-def endpoint_name(stage: str, name: str) -> str:
-    """The SageMaker endpoint name of one configured endpoint (stable: the connector URL uses it)."""
-    return f"semsearch-{stage}-{name}"
+from stacks.names import endpoint_name
 
 
 class ModelStack(cdk.Stack):

@@ -1,4 +1,4 @@
-"""Names shared by the CDK app and the semsearch CLI: stack names and the search stack's outputs.
+"""Names shared by the CDK app and the semsearch CLI: stacks, endpoints and the search stack's outputs.
 
 The CLI finds a deployed stage by these names (CloudFormation ``describe_stacks``), so the
 app and the CLI read them from here. No CDK import: the CLI loads this without aws_cdk.
@@ -12,11 +12,24 @@ def stack_name(stage: str, part: str) -> str:
     return f"semsearch-{stage}-{part}"
 
 
+def endpoint_name(stage: str, name: str) -> str:
+    """The SageMaker endpoint name of one configured endpoint (stable: the connector URL uses it)."""
+    return f"semsearch-{stage}-{name}"
+
+
+def inference_component_name(endpoint: str) -> str:
+    """The inference component that hosts the model of a scale-to-zero endpoint."""
+    return f"{endpoint}-model"
+
+
 class SearchOutputs:
     """Output names of the search stack (stacks/search_stack.py)."""
 
-    #: The ml-commons model the ingest pipeline embeds with (and neural queries use).
+    #: The ml-commons model the ingest pipeline embeds documents with.
     MODEL_ID = "ModelId"
+    #: The model neural queries are embedded with: the index's search pipeline names it, so
+    #: queries need not (the same as MODEL_ID for a symmetric model).
+    QUERY_MODEL_ID = "QueryModelId"
     #: The alias searches and ingests go to (the index behind it is versioned).
     INDEX_NAME = "IndexName"
     #: ``https://`` + the domain's endpoint.

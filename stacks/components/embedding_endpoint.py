@@ -19,11 +19,11 @@ from stacks import images
 from stacks.catalog import INSTANCES, InstanceSpec
 from stacks.components.sagemaker_execution_role import SageMakerExecutionRole
 from stacks.config import EndpointConfig, VpcConfig
+from stacks.containers import custom_container_environment, tei_container_environment
 from stacks.nag import acknowledge
+from stacks.names import inference_component_name
 
 VARIANT_NAME = "AllTraffic"
-# Where SageMaker unpacks model.tar.gz inside the container.
-MODEL_MOUNT = "/opt/ml/model"
 
 
 class EmbeddingEndpoint(Construct):
@@ -222,36 +222,6 @@ def serving_image(config: EndpointConfig) -> tuple[str, str, bool]:
     return family, version, INSTANCES[config.instance_type].accelerated
 
 
-def custom_container_environment(config: EndpointConfig, instance: InstanceSpec) -> dict[str, str]:
-    """Environment of our handler (inference_code) in the SageMaker PyTorch inference container.
-
-    The one definition for the endpoint's model and for a model the fine-tune workflow promotes
-    onto the same endpoint (same config, same instance type).
-    """
-    return {
-        # The PyTorch inference toolkit imports code/inference.py from the model archive.
-        "SAGEMAKER_PROGRAM": "inference.py",
-        "SAGEMAKER_SUBMIT_DIRECTORY": f"{MODEL_MOUNT}/code",
-        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-        "SEMSEARCH_MAX_BATCH": str(config.max_client_batch_size * 8),
-        # One model-server worker using every core: several workers that each use all
-        # cores oversubscribe the CPU (the handler batches within a request instead).
-        "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
-        "SEMSEARCH_THREADS": str(instance.vcpus),
-    }
-
-
-def tei_container_environment(config: EndpointConfig) -> dict[str, str]:
-    """Environment of Text Embeddings Inference: the model (from S3 or the Hub) and its batch limits."""
-    return {
-        "HF_MODEL_ID": MODEL_MOUNT if config.model_data_s3_uri else config.model.hf_id,
-        "POOLING": config.model.pooling,
-        "MAX_BATCH_TOKENS": str(config.max_batch_tokens),
-        "MAX_CLIENT_BATCH_SIZE": str(config.max_client_batch_size),
-        "AUTO_TRUNCATE": "true",
-    }
-
-
 # -- hosting strategies -------------------------------------------------------------------
 
 
@@ -298,7 +268,7 @@ class ScaleToZero:
     """
 
     def __init__(self, endpoint_name: str, instance: InstanceSpec, active_hours: tuple[int, int]) -> None:
-        self.inference_component_name: str | None = f"{endpoint_name}-model"
+        self.inference_component_name: str | None = inference_component_name(endpoint_name)
         self.active_hours = active_hours
         # One copy per instance: leave a core and a quarter of memory to the host.
         requirements = {"MinMemoryRequiredInMb": instance.memory_gib * 1024 * 3 // 4}

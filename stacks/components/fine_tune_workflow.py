@@ -27,9 +27,10 @@ from constructs import Construct
 
 from stacks import images
 from stacks.catalog import INSTANCES
-from stacks.components.embedding_endpoint import VARIANT_NAME, EmbeddingEndpoint, custom_container_environment
+from stacks.components.embedding_endpoint import VARIANT_NAME, EmbeddingEndpoint
 from stacks.components.source_bundle import TrainingSourceBundle
 from stacks.config import EndpointConfig, JobsConfig
+from stacks.containers import custom_container_environment
 from stacks.nag import acknowledge
 from training_code import contract
 

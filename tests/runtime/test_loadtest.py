@@ -245,6 +245,16 @@ def test_stage_defaults_follow_the_config(tmp_path):
     assert dev.batch_limits == {"tei": 16, "custom": 128}
 
 
+def test_stage_defaults_need_no_cdk():
+    """The CLI reads what a stage deploys from the definitions the stacks use, without starting
+    jsii (seconds, and a Node.js process) for it."""
+    code = ("import sys; from semsearch.loadtest import stage_defaults; d = stage_defaults('dev'); "
+            "print(d.endpoint_name, d.batch_limits['tei'], 'aws_cdk' in sys.modules, 'jsii' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["semsearch-dev-cpu", "32", "False", "False"]
+
+
 def test_connection_failures_are_counted_too(tmp_path):
     result = run_cli("--url", f"http://127.0.0.1:{free_port()}", "--requests", "3", "--concurrency", "1")
     assert result.returncode == 1
