@@ -97,6 +97,9 @@ class SearchConfig:
     hnsw_ef_construction: int = 128
     #: "" derives the space type from the model (normalized → innerproduct).
     space_type: str = ""
+    #: Hybrid queries (keyword + neural) get min-max normalized scores from the index's
+    #: default search pipeline (the glue's HybridSearch).
+    hybrid_search: bool = False
     #: IAM roles mapped to OpenSearch's all_access role (people and CI that administer it).
     admin_role_arns: tuple[str, ...] = ()
     #: IAM roles allowed to search (mapped to a read-only neural-search role).

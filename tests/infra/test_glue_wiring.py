@@ -110,3 +110,22 @@ def test_the_search_stacks_domain_is_called_domain(app, stage):
     search_stack = app.node.find_child(stage).search
     assert isinstance(search_stack.domain, SearchDomain)
     assert not hasattr(search_stack, "search")  # was search_stack.search.search elsewhere
+
+
+def test_an_e5_stage_passes_the_catalog_prefixes_and_hybrid_search_to_the_glue(tmp_path):
+    """The glue registers a query model from these; without them e5 gets no prompts at all."""
+    from aws_cdk import assertions
+
+    from stacks.catalog import MODELS
+    from tests.infra.conftest import default_context, synth
+
+    ctx = default_context()
+    ctx.update({"stage": "dev", "dev.endpoints.cpu.model_id": "e5-base-v2", "dev.search.hybrid_search": "true"})
+    stage = synth(ctx, tmp_path / "cdk.out")[0].node.find_child("dev")
+    template = assertions.Template.from_stack(stage.search)
+    props = _custom_resource(template)["Properties"]
+    e5 = MODELS["e5-base-v2"]
+    assert (props["QueryPrefix"], props["PassagePrefix"]) == (e5.query_prefix, e5.passage_prefix) == (
+        "query: ", "passage: ")
+    assert props["HybridSearch"] is True and props["Dimension"] == 768
+    assert "QueryModelId" in template.find_outputs("*")

@@ -51,7 +51,7 @@ def test_custom_connectors_name_the_kind_for_the_handler():
     custom = {**TEI, "Flavor": "custom", **E5}
     for kind in ("passage", "query"):
         a = action(custom, kind)
-        assert a["request_body"] == '{"inputs": ${parameters.input}, "prompt_name": "%s"}' % kind
+        assert a["request_body"] == '{"inputs": ${parameters.input}, "prompt_name": "' + kind + '"}'
         assert a["pre_process_function"] == steps.PRE_PROCESS
         # What ml-commons sends once it fills the parameter in: the handler's own contract.
         sent = json.loads(a["request_body"].replace("${parameters.input}", json.dumps(["a text"])))
