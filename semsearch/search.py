@@ -18,16 +18,21 @@ from semsearch.local.client import OpenSearchClient
 CANDIDATES = 100
 
 
-def neural_query(query: str, *, field: str, model_id: str, k: int, text_field: str | None = None) -> dict[str, Any]:
-    """The search body: the node embeds ``query`` with the deployed model, then k-NN.
+def neural_query(query: str, *, field: str, k: int, model_id: str | None = None,
+                 text_field: str | None = None) -> dict[str, Any]:
+    """The search body: the node embeds ``query``, then k-NN.
 
+    Without ``model_id`` the index's default search pipeline (its ``neural_query_enricher``)
+    picks the query model, so the query model changes with the index when an alias moves.
     Only ``text_field`` comes back of each document (never its vector), or nothing.
     """
-    return {"size": k, "_source": [text_field] if text_field else False,
-            "query": {"neural": {field: {"query_text": query, "model_id": model_id, "k": max(k, CANDIDATES)}}}}
+    neural: dict[str, Any] = {"query_text": query, "k": max(k, CANDIDATES)}
+    if model_id:
+        neural["model_id"] = model_id
+    return {"size": k, "_source": [text_field] if text_field else False, "query": {"neural": {field: neural}}}
 
 
-def search(conn: OpenSearchClient, index: str, query: str, *, field: str, model_id: str, k: int,
+def search(conn: OpenSearchClient, index: str, query: str, *, field: str, k: int, model_id: str | None = None,
            text_field: str | None = None) -> list[dict[str, Any]]:
     """Hits ``{"id", "score"}``, best first, plus ``"text"`` when ``text_field`` is given."""
     body = neural_query(query, field=field, model_id=model_id, k=k, text_field=text_field)
@@ -81,8 +86,9 @@ def _run(args: argparse.Namespace) -> int:
     for query in queries:
         started = time.monotonic()
         try:
-            hits = search(target.client, target.alias, query, field=target.embedding_field, model_id=target.model_id,
-                          k=args.k, text_field=target.text_field)
+            # No model id: the index's own search pipeline names its query model.
+            hits = search(target.client, target.alias, query, field=target.embedding_field, k=args.k,
+                          text_field=target.text_field)
         except stage.DOMAIN_ERRORS as e:
             raise UsageError(f"{target.label}: {e}") from None
         if args.json:

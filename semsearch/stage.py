@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", default=LOCAL, metavar="STAGE",
                         help="a deployed stage (its stack semsearch-STAGE-search), or local (the default: "
                              "the stack `semsearch local up` runs)")
-    parser.add_argument("--region", help="the stage's AWS region (default: the profile's or AWS_REGION)")
+    parser.add_argument("--region", help="the stage's AWS region (default: AWS_DEFAULT_REGION, else the profile's)")
     parser.add_argument("--profile", help="AWS profile for CloudFormation and SigV4 (default: the default chain)")
 
 
@@ -83,7 +83,7 @@ def aws_session(*, region: str | None, profile: str | None) -> Any:
     except botocore.exceptions.ProfileNotFound as e:
         raise UsageError(f"--profile {profile}: {e}") from None
     if not session.region_name:
-        raise UsageError("no AWS region: pass --region, or set AWS_REGION or the profile's region")
+        raise UsageError("no AWS region: pass --region, or set AWS_DEFAULT_REGION or the profile's region")
     return session
 
 
@@ -136,4 +136,5 @@ def stage_target(stage: str, *, region: str | None = None, profile: str | None =
     return Target(label=f"stage {stage} (stack {name}, {session.region_name})", client=client,
                   alias=outputs[SearchOutputs.INDEX_NAME], model_id=outputs[SearchOutputs.MODEL_ID],
                   text_field=outputs[SearchOutputs.TEXT_FIELD], embedding_field=outputs[SearchOutputs.EMBEDDING_FIELD],
-                  details={"stack": name, "region": session.region_name, "domain_endpoint": endpoint})
+                  details={"stack": name, "region": session.region_name, "domain_endpoint": endpoint,
+                           "stack_query_model_id": outputs.get(SearchOutputs.QUERY_MODEL_ID)})

@@ -69,9 +69,10 @@ def collect(target: stage.Target) -> dict[str, Any]:
             "query_model_ids": _pipeline_models(target, "search", search_pipeline, notes) if search_pipeline else [],
         })
     out["index_details"] = indices
-    model_ids = [target.model_id] + [m for i in indices for m in i["ingest_model_ids"] + i["query_model_ids"]]
+    model_ids = [target.model_id, target.details.get("stack_query_model_id")]
+    model_ids += [m for i in indices for m in i["ingest_model_ids"] + i["query_model_ids"]]
     models = []
-    for model_id in dict.fromkeys(model_ids):  # in order, once each
+    for model_id in dict.fromkeys(m for m in model_ids if m):  # in order, once each
         model = _read(target, f"/_plugins/_ml/models/{model_id}", notes) or {}
         models.append({"model_id": model_id, "name": model.get("name"), "state": model.get("model_state")})
     out["models"] = models
@@ -109,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
                  if index["search_pipeline"] else ""))
     for model in status["models"]:
         print(f"  model {model['model_id']}: {model['name'] or '?'} ({model['state'] or 'state not readable'})"
-              + ("  [stack output]" if model["model_id"] == status["stack_model_id"] else ""))
+              + ("  [the stack's ModelId]" if model["model_id"] == status["stack_model_id"] else ""))
     for note in status["not_readable"]:
         print(f"  not readable: {note}")
     return 0

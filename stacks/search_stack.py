@@ -113,7 +113,7 @@ class SearchStack(cdk.Stack):
         # What the semsearch CLI reads to reach this stage (stacks/names.py).
         cdk.CfnOutput(self, SearchOutputs.MODEL_ID, value=self.glue.output("ModelId"))
         # Neural queries need no model id (the index's search pipeline names it); for clients that pass one.
-        cdk.CfnOutput(self, "QueryModelId", value=self.glue.output("QueryModelId"))
+        cdk.CfnOutput(self, SearchOutputs.QUERY_MODEL_ID, value=self.glue.output("QueryModelId"))
         cdk.CfnOutput(self, SearchOutputs.INDEX_NAME, value=self.glue.output("IndexName"))
         cdk.CfnOutput(self, SearchOutputs.DOMAIN_ENDPOINT, value=self.domain.endpoint_url)
         cdk.CfnOutput(self, SearchOutputs.TEXT_FIELD, value=search.text_field)
