@@ -19,9 +19,12 @@ endpoint URL, Region, Dimension, index name, fields, engine, space type, HNSW pa
 shards). Each object is named after it. An Update that changes only client_config,
 connector credentials, replicas, batch size, hybrid search, role mappings or cluster
 settings keeps the id (a connector change undeploys, updates, redeploys). Any other change
-builds new objects under a new id and moves the alias; CloudFormation's follow-up Delete of
-the old id removes the old ones (a rollback's Delete of the new id hands the alias back to
-the newest remaining index). Documents are not copied: re-ingest after a model change.
+builds new objects under a new id; when the alias stands on an older index, its documents
+are re-embedded into the new one (``_reindex`` through the new ingest pipeline), counted,
+and only then does the alias move (reembed.py). CloudFormation's follow-up Delete of the
+old id removes the old objects but keeps the old index, retired, for
+RetiredIndexHours (the watchdog deletes it after); a rollback hands the alias back
+to the retired index (re-embedding what the new one received meanwhile).
 
 Failures: every exception becomes FAILED with "<step>: <METHOD> <path> -> HTTP <status>:
 <body>" (403s add a hint naming the missing grant), after removing what that request

@@ -7,7 +7,8 @@ is_complete  waits for DEPLOYED, then the _predict smoke tests (dimension check)
            pipeline (passage model), search pipeline (query model, hybrid normalization),
            k-NN index (that pipeline as its default), alias. Returns the outputs (Data).
 watchdog   scheduled: redeploys the model if it is no longer deployed or no longer answers;
-           an inference component scaled to zero is reported asleep, not broken.
+           an inference component scaled to zero is reported asleep, not broken; deletes
+           indices a model change retired once their retention period is over (reembed).
 
 A failed Create or Update removes the objects that request created, and only those: an
 object a repeated Create found and adopted keeps serving. Nothing here talks to CloudFormation: the Provider framework turns a returned dict into
@@ -18,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from json_logging import lambda_entry, set_level
 
-from . import steps
+from . import reembed, steps
 from .client import OpenSearch, StepError
 from .properties import PHYSICAL_ID_RE, GlueProperties, PropertyError, parse
 from .steps import Names
@@ -46,13 +47,22 @@ def _old_properties(event: dict[str, Any]) -> GlueProperties | None:
 
 
 @contextlib.contextmanager
-def _cleanup_on_failure(client: OpenSearch, names: Names, created: list[str]) -> Iterator[None]:
-    """On failure, remove what this request created (never what it found and adopted), re-raise."""
+def _cleanup_on_failure(client: OpenSearch, names: Names, created: list[str],
+                        abandon: Callable[[], list[str]] | None = None) -> Iterator[None]:
+    """On failure, remove what this request created (never what it found and adopted), re-raise.
+
+    ``abandon`` stops work of earlier calls of this request and names what else it created.
+    """
     try:
         yield
     except Exception as e:
         reason = str(e) if isinstance(e, StepError) else f"unexpected {type(e).__name__}: {e}"
         log.exception("failed: %s", reason)
+        if abandon is not None:
+            try:
+                created.extend(k for k in abandon() if k not in created)
+            except Exception as abandon_error:
+                raise GlueFailure(f"{reason} [stopping the re-embed also failed: {abandon_error}]") from e
         if not created:
             raise GlueFailure(f"{reason} [cleaned up {names.physical_id}: nothing had been created]") from e
         try:
@@ -104,7 +114,7 @@ def is_complete(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     names = Names(props.physical_id, props.index_name)
     client = OpenSearch.from_properties(props)
     created = list(event.get("Created") or [])
-    with _cleanup_on_failure(client, names, created):
+    with _cleanup_on_failure(client, names, created, abandon=lambda: reembed.abandon(client, names)):
         models = {kind: _only(steps.find_all(client, "deploy", "models", names.model_for(kind)), "model",
                               names.model_for(kind)) for kind in steps.text_kinds(props)}
         if not all([steps.deployed(client, m["id"]) for m in models.values()]):
@@ -117,7 +127,9 @@ def is_complete(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         # Before the index that names it as its default.
         search_pipeline = steps.ensure_search_pipeline(client, props, names, query_model["id"], created)
         steps.ensure_index(client, props, names, created)
-        steps.point_alias(client, names)
+        # Beside an old index, the documents are re-embedded before the alias moves (polls).
+        if not reembed.move_alias(client, props, names):
+            return {"IsComplete": False}
     return {"IsComplete": True, "Data": {
         "ConnectorId": model["connector_id"],
         "ModelGroupId": model["model_group_id"],
@@ -150,8 +162,11 @@ def _delete(event: dict[str, Any]) -> dict[str, Any]:
     # them removes the role); otherwise the security API is not asked at all.
     kinds = set(steps.KINDS) - {kind for kind, given in (("search_role", props.search_backend_roles),
                                                          ("loader_role", props.loader_backend_roles)) if not given}
+    client, names = OpenSearch.from_properties(props), Names(physical_id, props.index_name)
     try:
-        steps.teardown(OpenSearch.from_properties(props), Names(physical_id, props.index_name), only=kinds)
+        # A retired index (or one a rollback hands the alias back from) is kept, not deleted.
+        reembed.retire_or_delete_index(client, names)
+        steps.teardown(client, names, only=kinds - {"index"})
     except StepError as e:
         raise GlueFailure(str(e)) from e
     return {"PhysicalResourceId": physical_id}
@@ -176,6 +191,10 @@ def watchdog(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     result = _watch(client, props, names, "passage")
     if props.asymmetric:
         result["QueryModel"] = _watch(client, props, names, "query")
+    # Indices retired by a model change: deleted once RetiredIndexHours are over.
+    retired = reembed.sweep_retired(client, props, names)
+    if retired:
+        result["RetiredIndices"] = retired
     return result
 
 

@@ -190,6 +190,12 @@ class GlueProperties:
         "InferenceComponentName", "the endpoint hosts the model as this inference component (scale-to-zero "
         "endpoints); while it has 0 copies the smoke test is skipped and the watchdog reports the endpoint "
         '"asleep"', default="", pattern=_SAGEMAKER_NAME, hint="expected a SageMaker inference component name"))
+    # A model change re-embeds into a new index and retires the old one (search_glue.reembed):
+    # kept, read-only, this long so a rollback or a restore still has it; 72 h spans a weekend.
+    retired_index_retention_hours: int = field(default=UNSET, metadata=prop(
+        "RetiredIndexHours", "an index retired by a model change is kept this long, then the watchdog "
+        "deletes it (never one holding the live alias, with more documents than the live index, or with writes "
+        "copied nowhere else); updated in place", default=72, low=0, high=8760))
     #: The properties the caller set (the others took their defaults).
     set_by_caller: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 

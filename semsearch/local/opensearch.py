@@ -47,12 +47,16 @@ log = logging.getLogger(__name__)
 
 POM = Path(__file__).with_name("pom.xml")
 # Bump when the install recipe below changes, so a cached install is rebuilt.
-_RECIPE = "3"
+_RECIPE = "5"
 # Plugins in install order: each may extend the ones before it.
 PLUGINS = ("opensearch-job-scheduler", "opensearch-ml-plugin", "opensearch-knn", "neural-search", "opensearch-security")
 # lang-painless's jars, which become modules/lang-painless/ (k-NN extends it).
 PAINLESS_JARS = ("lang-painless", "opensearch-scripting-painless-spi", "antlr4-runtime",
                  "asm", "asm-util", "asm-tree", "asm-commons", "asm-analysis")
+# The reindex module's jars (the rest client is for reindex from a remote cluster), which
+# become modules/reindex/: the glue re-embeds a model change with _reindex.
+REINDEX_JARS = ("reindex-client", "opensearch-rest-client", "opensearch-ssl-config", "httpclient", "httpcore",
+                "httpasyncclient", "httpcore-nio", "commons-codec", "commons-logging")
 NOBODY = 65534
 ADMIN_USER = "admin"
 
@@ -139,8 +143,7 @@ def _fetch(dest: Path) -> dict[str, Path]:
     versions = pinned_versions()
     found: dict[str, Path] = {}
     for path in dest.iterdir():
-        for version in (versions["opensearch.plugin.version"], versions["opensearch.version"],
-                        versions["antlr.version"], versions["asm.version"]):
+        for version in versions.values():  # every property of the pom is a version
             suffix = f"-{version}{path.suffix}"
             if path.name.endswith(suffix):
                 found.setdefault(path.name[: -len(suffix)], path)
@@ -159,6 +162,25 @@ def _painless_module(dest: Path, jars: dict[str, Path], version: str) -> None:
     (dest / "plugin-security.policy").write_text(
         'grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n'
         '  permission java.lang.RuntimePermission "getClassLoader";\n};\n')
+
+
+def _reindex_module(dest: Path, jars: dict[str, Path], version: str) -> None:
+    """modules/reindex from Maven jars, as the full distribution ships it (_reindex,
+    _update_by_query, _delete_by_query)."""
+    dest.mkdir(parents=True)
+    for name in REINDEX_JARS:
+        shutil.copy2(jars[name], dest / jars[name].name)
+    (dest / "plugin-descriptor.properties").write_text(
+        "description=The Reindex module adds APIs to reindex from one index to another or update documents in "
+        f"place (assembled from Maven Central jars)\nversion={version}\nname=reindex\n"
+        "classname=org.opensearch.index.reindex.ReindexPlugin\n"
+        f"java.version=11\nopensearch.version={version}\nextended.plugins=\nhas.native.controller=false\n")
+    (dest / "plugin-security.policy").write_text(
+        'grant {\n  permission java.net.SocketPermission "*", "connect";\n};\n'
+        'grant codeBase "${codebase.opensearch-rest-client}" {\n'
+        '  permission java.net.NetPermission "getProxySelector";\n};\n'
+        'grant codeBase "${codebase.httpasyncclient}" {\n'
+        '  permission java.net.NetPermission "getProxySelector";\n};\n')
 
 
 def install() -> Path:
@@ -182,6 +204,7 @@ def install() -> Path:
             _unzip(artifacts["opensearch"], work / "unpacked")
             (root,) = (work / "unpacked").iterdir()
             _painless_module(root / "modules" / "lang-painless", artifacts, versions["opensearch.version"])
+            _reindex_module(root / "modules" / "reindex", artifacts, versions["opensearch.version"])
             env = {**os.environ, "OPENSEARCH_JAVA_HOME": str(jhome)}
             for plugin in PLUGINS:
                 proc = subprocess.run([str(root / "bin" / "opensearch-plugin"), "install", "--batch",

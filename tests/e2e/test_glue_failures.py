@@ -156,16 +156,22 @@ def test_replacement_moves_the_alias_and_rollback_hands_it_back(opensearch, make
     b = run_custom_resource("Update", new, physical_id=a, old_props=old)["PhysicalResourceId"]
     assert b != a
     assert list(opensearch.request("GET", f"/_alias/{alias}")[1]) == [b]
-    # The stack failed later and rolls back: CloudFormation deletes the new resource.
+    assert opensearch.request("GET", f"/{b}/_doc/kept")[1]["found"]  # re-embedded (search_glue.reembed)
+    # The stack failed later and rolls back: CloudFormation deletes the new resource. Its
+    # objects go and the alias goes back; its index is kept, retired (it may hold writes).
     run_custom_resource("Delete", new, physical_id=b)
-    assert_gone(opensearch, b)
+    assert ml_objects(opensearch, b) == NOTHING and not exists(opensearch, f"/_ingest/pipeline/{b}")
     assert list(opensearch.request("GET", f"/_alias/{alias}")[1]) == [a]
+    assert list(opensearch.request("GET", f"/_alias/{alias}-retired")[1]) == [b]
     assert opensearch.request("GET", f"/{alias}/_doc/kept")[1]["found"]
-    # A successful replacement instead: the follow-up Delete removes the old objects only.
+    # A successful replacement instead: the follow-up Delete removes the old objects and
+    # retires the old index (the watchdog deletes it after RetiredIndexHours).
     c = run_custom_resource("Update", new, physical_id=a, old_props=old)["PhysicalResourceId"]
     run_custom_resource("Delete", old, physical_id=a)
-    assert_gone(opensearch, a)
+    assert ml_objects(opensearch, a) == NOTHING and not exists(opensearch, f"/_ingest/pipeline/{a}")
     assert list(opensearch.request("GET", f"/_alias/{alias}")[1]) == [c]
+    assert list(opensearch.request("GET", f"/_alias/{alias}-retired")[1]) == [a]
+    opensearch.request("DELETE", f"/{a}")  # what the watchdog does after the period
     run_custom_resource("Delete", new, physical_id=c)
     assert_gone(opensearch, c)
     assert not exists(opensearch, f"/_alias/{alias}")

@@ -230,7 +230,8 @@ EVERY_FIELD_SET = GlueProperties(
     connection_timeout_s=4, max_retry_times=2, retry_backoff_policy="constant", retry_backoff_millis=300,
     index_name="docs", text_field="body", embedding_field="vector", knn_engine="lucene", hnsw_m=24,
     hnsw_ef_construction=256, space_type="l2", number_of_shards=2, number_of_replicas=0, ingest_batch_size=8,
-    hybrid_search=True, query_prefix="query: ", passage_prefix="passage: ", inference_component="ep-model")
+    hybrid_search=True, query_prefix="query: ", passage_prefix="passage: ", inference_component="ep-model",
+    retired_index_retention_hours=24)
 
 
 def test_every_field_is_one_property_with_its_own_name():
