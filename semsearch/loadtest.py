@@ -1,9 +1,9 @@
 """`semsearch loadtest`: latency and throughput of an embedding endpoint under load.
 
 Each request carries ``--batch-size`` texts in the body of the serving flavor's own contract,
-the body the ml-commons connector sends (``search_glue.steps.REQUEST_BODIES``): ``tei``
-(Text Embeddings Inference) ``{"inputs": [...], "truncate": true}``, ``custom`` (our
-handler, inference_code/contracts.py) a bare JSON array. Both answer 200 with one vector
+the body the ingest pipeline's ml-commons connector sends (``search_glue.steps.TEI_BODY`` /
+``CUSTOM_BODY``): ``tei`` (Text Embeddings Inference) ``{"inputs": [...], "truncate": true}``,
+``custom`` (our handler, inference_code/contracts.py) ``{"inputs": [...], "prompt_name": "passage"}``. Both answer 200 with one vector
 per text; any other 200 counts as ``bad-response``.
 
 Against ``--url`` (a local `semsearch serve`, TEI's router, anything speaking the flavor's
@@ -135,10 +135,11 @@ def request_body(flavor: str, texts: list[str]) -> bytes:
 
     import stacks.glue_properties  # noqa: F401  (puts lambda/, the connector's home, on the import path)
 
-    REQUEST_BODIES = importlib.import_module("search_glue.steps").REQUEST_BODIES  # noqa: N806
-    if flavor not in REQUEST_BODIES:
-        raise UsageError(f"--flavor {flavor!r}: expected one of {', '.join(REQUEST_BODIES)}")
-    return REQUEST_BODIES[flavor].replace("${parameters.input}", json.dumps(texts)).encode()
+    steps = importlib.import_module("search_glue.steps")
+    bodies = {"tei": steps.TEI_BODY, "custom": steps.CUSTOM_BODY % "passage"}
+    if flavor not in bodies:
+        raise UsageError(f"--flavor {flavor!r}: expected one of {', '.join(bodies)}")
+    return bodies[flavor].replace("${parameters.input}", json.dumps(texts)).encode()
 
 
 def check_response(status: str, body: bytes, texts: int) -> tuple[str, int, str]:
@@ -406,7 +407,7 @@ def register(subparsers) -> None:
     p.add_argument("--stage", help="config stage (cdk.json) whose endpoint gives the defaults: flavor, batch limit, "
                    "inference component, endpoint name, region (default: the first stage)")
     p.add_argument("--flavor", choices=FLAVORS, help="request contract: tei {\"inputs\": [...]} or custom (our "
-                   "handler's bare array); default: the stage's endpoint flavor")
+                   "handler's {\"inputs\": [...], \"prompt_name\": \"passage\"}); default: the stage's endpoint flavor")
     p.add_argument("--inference-component", help="inference component to invoke (InferenceComponentName; for --url "
                    f"the {INFERENCE_COMPONENT_HEADER} header); default: the stage's when it scales to zero")
     p.add_argument("--region", help="AWS region of --endpoint (default: the stage's, else the AWS configuration's)")
