@@ -105,6 +105,7 @@ class SearchStack(cdk.Stack):
             number_of_replicas=0 if search.data_node_count == 1 else 1,
             ingest_batch_size=ep.max_client_batch_size,
             hybrid_search=search.hybrid_search,
+            retired_index_retention_hours=search.retired_index_hours,
             inference_component=fronted.inference_component_name or "",
         ))
         # The connector calls the endpoint during the smoke test: it must be InService first.

@@ -100,6 +100,9 @@ class SearchConfig:
     #: Hybrid queries (keyword + neural) get min-max normalized scores from the index's
     #: default search pipeline (the glue's HybridSearch).
     hybrid_search: bool = False
+    #: A model change re-embeds into a new index; the old one is kept (read-only, behind
+    #: ``<index_name>-retired``) this many hours before the glue's watchdog deletes it.
+    retired_index_hours: int = 72
     #: IAM roles mapped to OpenSearch's all_access role (people and CI that administer it).
     admin_role_arns: tuple[str, ...] = ()
     #: IAM roles allowed to search (mapped to a read-only neural-search role).

@@ -120,6 +120,9 @@ def validate_search(search: SearchConfig, raw_endpoints: Mapping[str, Any], path
     if not 2 <= search.hnsw_ef_construction <= ef_max:
         problems.append(f"{path}.hnsw_ef_construction: bad value {search.hnsw_ef_construction}; allowed: 2..{ef_max} "
                         f"for knn_engine {search.knn_engine}")
+    if not 0 <= search.retired_index_hours <= 8760:
+        problems.append(f"{path}.retired_index_hours: bad value {search.retired_index_hours}; allowed: 0..8760 "
+                        "(hours; 0 deletes a retired index at the watchdog's next run)")
     if search.space_type and search.space_type not in SPACE_TYPES:
         problems.append(f"{path}.space_type: bad value {search.space_type!r}; allowed: '', {', '.join(SPACE_TYPES)}")
     for name in ("index_name", "pipeline_name"):

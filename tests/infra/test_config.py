@@ -170,3 +170,14 @@ def test_cdk_synth_with_bad_config_fails_fast_with_one_message():
     assert "stages.dev.endpoints.cpu.model_id: unknown model 'nope'" in result.stderr
     assert "stages.prod.endpoints.gpu.min_capacity: 99 is above max_capacity 6" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_retired_index_hours_are_bounded():
+    ctx = default_context()
+    ctx["dev.search.retired_index_hours"] = "-1"
+    ctx["prod.search.retired_index_hours"] = "9000"
+    assert _errors(ctx) == [
+        "stages.dev.search.retired_index_hours: bad value -1; allowed: 0..8760 (hours; 0 deletes a retired index "
+        "at the watchdog's next run)",
+        "stages.prod.search.retired_index_hours: bad value 9000; allowed: 0..8760 (hours; 0 deletes a retired index "
+        "at the watchdog's next run)"]

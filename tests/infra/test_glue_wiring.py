@@ -120,7 +120,8 @@ def test_an_e5_stage_passes_the_catalog_prefixes_and_hybrid_search_to_the_glue(t
     from tests.infra.conftest import default_context, synth
 
     ctx = default_context()
-    ctx.update({"stage": "dev", "dev.endpoints.cpu.model_id": "e5-base-v2", "dev.search.hybrid_search": "true"})
+    ctx.update({"stage": "dev", "dev.endpoints.cpu.model_id": "e5-base-v2", "dev.search.hybrid_search": "true",
+                "dev.search.retired_index_hours": "24"})
     stage = synth(ctx, tmp_path / "cdk.out")[0].node.find_child("dev")
     template = assertions.Template.from_stack(stage.search)
     props = _custom_resource(template)["Properties"]
@@ -128,4 +129,5 @@ def test_an_e5_stage_passes_the_catalog_prefixes_and_hybrid_search_to_the_glue(t
     assert (props["QueryPrefix"], props["PassagePrefix"]) == (e5.query_prefix, e5.passage_prefix) == (
         "query: ", "passage: ")
     assert props["HybridSearch"] is True and props["Dimension"] == 768
+    assert props["RetiredIndexHours"] == 24  # how long a re-embed keeps the index it replaced
     assert "QueryModelId" in template.find_outputs("*")
