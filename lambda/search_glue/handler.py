@@ -85,20 +85,20 @@ def on_event(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     old = _old_properties(event) if request_type == "Update" else None
     client = OpenSearch.from_properties(props)
     created: list[str] = []
-    connector_ids: dict[str, str] = {}
     with _cleanup_on_failure(client, names, created):
         steps.apply_cluster_settings(client, props)
         steps.merge_role_mappings(client, props, old)
         steps.ensure_access_roles(client, props, names, created, old)
-        group_id = steps.ensure_model_group(client, names, created)
         # A passage model (ingest) and, for an asymmetric model, a query model (neural queries).
-        model_ids = {}
-        for kind in steps.text_kinds(props):
-            connector_id = steps.ensure_connector(client, props, names, created, kind=kind, credentials_changed=(
-                old is not None and old.credential() != props.credential()))
-            model_ids[kind] = steps.ensure_model(client, names, connector_id, group_id, created, kind=kind)
-            steps.request_deploy(client, model_ids[kind])
-            connector_ids[kind] = connector_id
+        kinds = steps.text_kinds(props)
+        credentials_changed = old is not None and old.credential() != props.credential()
+        connector_ids = {kind: steps.ensure_connector(client, props, names, created, kind=kind,
+                                                      credentials_changed=credentials_changed) for kind in kinds}
+        group_id = steps.ensure_model_group(client, names, created)
+        model_ids = {kind: steps.ensure_model(client, names, connector_ids[kind], group_id, created, kind=kind)
+                     for kind in kinds}
+        for model_id in model_ids.values():
+            steps.request_deploy(client, model_id)
     # "Created" is not for CloudFormation: the Provider framework passes every field of this
     # answer on to is_complete, which needs it to clean up after a failure of its own.
     return {"PhysicalResourceId": names.physical_id, "Created": created,

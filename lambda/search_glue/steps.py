@@ -239,14 +239,15 @@ def prefix_script(prefix: str) -> str:
     """A painless pre_process function: ml-commons' default embedding input with ``prefix``
     in front of every text.
 
-    ml-commons hands a script ``params.text_docs``, each text already JSON-encoded (quotes
-    included), and reads the ``parameters`` of the JSON the script returns; a list value
-    reaches ``${parameters.input}`` as a JSON array, as the default function's does.
+    ml-commons 2.19 hands a script ``params.text_docs``, each text already escaped for a JSON
+    string but without its quotes (StringUtils.processTextDoc), and reads the ``parameters``
+    of the JSON the script returns; a list value reaches ``${parameters.input}`` as a JSON
+    array, as the default function's does.
     """
     as_json = json.dumps(prefix)[1:-1]  # the prefix as it sits inside a JSON string
     literal = "'" + as_json.replace("\\", "\\\\").replace("'", "\\'") + "'"  # ... in a painless string
     return ("List texts = new ArrayList(); "
-            f"for (def doc : params.text_docs) {{ texts.add('\"' + {literal} + doc.substring(1)); }} "
+            f"for (def doc : params.text_docs) {{ texts.add('\"' + {literal} + doc + '\"'); }} "
             "return '{\"parameters\": {\"input\": [' + String.join(',', texts) + ']}}';")
 
 

@@ -20,9 +20,10 @@ NOTHING = {"connectors": 0, "model_groups": 0, "models": 0}
 
 def assert_gone(conn, pid: str) -> None:
     assert ml_objects(conn, pid) == NOTHING
+    assert ml_objects(conn, f"{pid}-query") == NOTHING
     assert not exists(conn, f"/{pid}")
     assert not exists(conn, f"/_ingest/pipeline/{pid}")
-    assert not exists(conn, f"/_search/pipeline/{pid}-hybrid")
+    assert not exists(conn, f"/_search/pipeline/{pid}-search-pipeline")
 
 
 def cleaned_up(message: str) -> str:
@@ -81,7 +82,7 @@ def test_dimension_mismatch_fails_and_creates_no_index(opensearch, make_props):
 
 def test_failure_half_way_cleans_up(opensearch, make_props):
     # The alias name is taken by a real index: the failure comes after the connector,
-    # model, pipeline and index were all created, and all of them must go.
+    # model, pipelines and index were all created, and all of them must go.
     opensearch.request("PUT", "/e2e-half-docs", {"settings": {"number_of_replicas": 0}})
     try:
         props = make_props("e2e-half")
@@ -90,7 +91,7 @@ def test_failure_half_way_cleans_up(opensearch, make_props):
         message = str(info.value)
         assert message.startswith("alias: POST /_aliases -> HTTP 400")
         assert "e2e-half-docs" in message
-        assert message.endswith(": removed connector, model_group, model, ingest_pipeline, index]")
+        assert message.endswith(": removed connector, model_group, model, ingest_pipeline, search_pipeline, index]")
         pid = cleaned_up(message)
         assert_gone(opensearch, pid)
         assert exists(opensearch, "/e2e-half-docs")  # not ours: untouched
