@@ -10,13 +10,20 @@ the table at the end of this docstring is rendered from it. CloudFormation sends
 as a string; "384" and "true" are accepted and coerced; an invalid or unknown one fails the
 request naming the field, before any API call; ServiceToken and ServiceTimeout are ignored.
 
-Outputs (Data): ConnectorId, ModelGroupId, ModelId, PipelineName, IndexName (the alias),
-ConcreteIndexName, SearchPipelineName ("" without HybridSearch), Dimension,
-SearchRoleName and LoaderRoleName ("" without backend roles).
+Outputs (Data): ConnectorId, ModelGroupId, ModelId (the passage model: the ingest
+pipeline's), QueryModelId (the query model of an asymmetric model, else ModelId),
+PipelineName, IndexName (the alias), ConcreteIndexName, SearchPipelineName (the index's
+default search pipeline: neural_query_enricher with the query model, plus the hybrid
+normalization with HybridSearch), Dimension, SearchRoleName and LoaderRoleName ("" without
+backend roles).
+
+Query vs passage: QueryPrefix and PassagePrefix (the catalog's) differ for an asymmetric
+model; then a second connector and model ("<physical id>-query") embed queries: the custom
+flavor's request names the kind (prompt_name), TEI's carries the prefix (painless pre_process).
 
 Physical id: "<Name>-<10 hex>", a hash of what defines the objects (domain, Name, Flavor,
-endpoint URL, Region, Dimension, index name, fields, engine, space type, HNSW parameters,
-shards). Each object is named after it. An Update that changes only client_config,
+endpoint URL, Region, Dimension, prefixes, index name, fields, engine, space type, HNSW
+parameters, shards). Each object is named after it. An Update that changes only client_config,
 connector credentials, replicas, batch size, hybrid search, role mappings or cluster
 settings keeps the id (a connector change undeploys, updates, redeploys). Any other change
 builds new objects under a new id; when the alias stands on an older index, its documents
