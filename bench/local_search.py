@@ -16,25 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import time
 from pathlib import Path
 
 from bench._data import data_dir, read_jsonl
 from semsearch.local.ingest import bulk_ingest
-from semsearch.local.opensearch import pinned_versions
+from semsearch.local.opensearch import free_port, pinned_versions
 from semsearch.local.stack import LocalStack
 from semsearch.models import packaged_model_dir
 from semsearch.search import CANDIDATES, search
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -46,7 +39,7 @@ def run(docs: int, queries: int, k: int) -> dict:
     pairs = read_jsonl(data_dir() / "dev.jsonl", max(docs, queries))
     stack = LocalStack("bench")
     stack.down(purge=True)
-    ports = {"opensearch_port": _free_port(), "endpoint_port": _free_port()}
+    ports = {"opensearch_port": free_port(), "endpoint_port": free_port()}
     load_before = os.getloadavg()[0]
     try:
         started = time.monotonic()

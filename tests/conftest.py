@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import inspect
 import os
-import socket
 from pathlib import Path
 from types import CodeType
 
 import pytest
 
 from bench._data import read_jsonl
+from semsearch.local.opensearch import free_port  # noqa: F401  (the one port picker; tests import it from here)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -73,13 +73,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for marker in USES_FIXTURES.keys() | USES_NAMES.keys():
             if fixtures & USES_FIXTURES.get(marker, set()) or names & USES_NAMES.get(marker, set()):
                 item.add_marker(marker)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it; released on return)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

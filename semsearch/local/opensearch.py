@@ -234,7 +234,8 @@ def _demo_security(root: Path, env: dict[str, str]) -> None:
     (root / "config" / "admin-password").write_text(password)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it; released on return)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -279,13 +280,13 @@ class OpenSearchNode:
             shutil.copytree(install_dir / "config", config)
         for sub in ("data", "logs"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        self.http_port = self.settings.http_port or _free_port()
+        self.http_port = self.settings.http_port or free_port()
         lines = [
             f"cluster.name: semsearch-{self.name}",
             "node.name: node-0",
             "network.host: 127.0.0.1",
             f"http.port: {self.http_port}",
-            f"transport.port: {_free_port()}",
+            f"transport.port: {free_port()}",
             "discovery.type: single-node",
             f"path.data: {self.dir / 'data'}",
             f"path.logs: {self.dir / 'logs'}",
