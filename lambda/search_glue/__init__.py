@@ -33,10 +33,17 @@ old id removes the old objects but keeps the old index, retired, for
 RetiredIndexHours (the watchdog deletes it after); a rollback hands the alias back
 to the retired index (re-embedding what the new one received meanwhile).
 
+No Delete removes documents that may exist nowhere else: it deletes an index only when it
+holds no documents. Any other index it keeps, retired ("<IndexName>-retired", writes
+blocked, pipelines detached, _meta.semsearch.retired.reason "delete"), and the watchdog
+never deletes such an index: a person does. That covers an IndexName change (nothing is
+re-embedded into the new alias) and a stack deletion that keeps the domain (retain_data).
+A Create of the same physical id later adopts the kept index and it serves again.
+
 Failures: every exception becomes FAILED with "<step>: <METHOD> <path> -> HTTP <status>:
 <body>" (403s add a hint naming the missing grant), after removing what that request
 created (never objects it found and adopted). Delete treats 404 as done and follows
-search pipeline -> index -> ingest pipeline -> undeploy -> model -> connector -> group
+search pipeline -> index (when empty, else kept) -> ingest pipeline -> undeploy -> model -> connector -> group
 -> search and loader roles (and their mappings).
 """
 

@@ -2,7 +2,9 @@
 
 on_event   Create/Update: settings, role mappings, model group, and per text kind (passage;
            query too for an asymmetric model) connector, register, deploy request.
-           Delete: the whole teardown. Returns the physical id.
+           Delete: the whole teardown, except an index with documents: that one is
+           kept, retired, for a person to delete (reembed.retire_or_delete_index).
+           Returns the physical id.
 is_complete  waits for DEPLOYED, then the _predict smoke tests (dimension check), ingest
            pipeline (passage model), search pipeline (query model, hybrid normalization),
            k-NN index (that pipeline as its default), alias. Returns the outputs (Data).
@@ -164,7 +166,8 @@ def _delete(event: dict[str, Any]) -> dict[str, Any]:
                                                          ("loader_role", props.loader_backend_roles)) if not given}
     client, names = OpenSearch.from_properties(props), Names(physical_id, props.index_name)
     try:
-        # A retired index (or one a rollback hands the alias back from) is kept, not deleted.
+        # Only an empty index is deleted: one with documents is kept, retired (a rollback
+        # hands the alias back from it first).
         reembed.retire_or_delete_index(client, names)
         steps.teardown(client, names, only=kinds - {"index"})
     except StepError as e:

@@ -27,6 +27,14 @@ of the old physical id removes its models, connector and pipelines but keeps the
 index once its period is over, and never one that holds the live alias, has more documents
 than the live index, or received writes that were not copied anywhere (``unique_writes``).
 
+No Delete removes documents that may exist nowhere else: an index that is not retired and
+not handed back is deleted only when it holds no documents. With documents (an IndexName
+change, which re-embeds nothing; a stack deletion that keeps the domain) it is retired
+instead -- alias removed, ``<alias>-retired`` added, writes blocked, pipelines detached,
+``_meta.semsearch.retired`` = {at, reason: "delete", unique_writes: true} -- so the
+watchdog never deletes it: a person does. A later Create of the same physical id (the stack
+deployed again on the kept domain) adopts it and puts it back in service.
+
 A stack rollback after the flip sends an Update back to the old properties: the alias's
 target is then a retired index this one was re-embedded from, so it is reinstated -- only
 the documents written to the new index since the flip are re-embedded into it (catch-up),
@@ -127,14 +135,29 @@ def move_alias(client: OpenSearch, props: GlueProperties, names: Names) -> bool:
     """
     current = holders(client, names.alias)
     if current == [names.index]:
+        _back_in_service(client, names)
         return True
     if not current:
+        _back_in_service(client, names)  # a Delete kept it (stack deleted, domain kept): it serves again
         steps.point_alias(client, names)  # the first version: nothing to copy
         return True
     if len(current) > 1:
         raise StepError("reembed", f"alias {names.alias} stands on {current}: expected one index; "
                                    f"point it at the one that serves and retry")
     return _advance(client, props, names, current[0], names.index)
+
+
+def _back_in_service(client: OpenSearch, names: Names) -> None:
+    """An adopted index that a Delete retired (``retire_or_delete_index``) takes writes again
+    through its ingest pipeline (its search pipeline is set back by steps.ensure_index)."""
+    if names.index not in holders(client, retired_alias(names)):
+        return
+    client.call("alias", "POST", "/_aliases", {"actions": [
+        {"remove": {"index": names.index, "alias": retired_alias(names)}}]})
+    block_writes(client, names.index, False)
+    client.call("index", "PUT", f"/{names.index}/_settings", {"index": {"default_pipeline": names.ingest_pipeline}})
+    write_meta(client, names.index, retired={})
+    log.info("index: %s, kept by an earlier Delete, serves again", names.index)
 
 
 def abandon(client: OpenSearch, names: Names) -> list[str]:
@@ -294,7 +317,11 @@ def _check_and_flip(client: OpenSearch, names: Names, source: str, target: str, 
 
 
 def retire_or_delete_index(client: OpenSearch, names: Names) -> str:
-    """The index part of a Delete: "kept" (retired), "handed back" (rollback) or "deleted"."""
+    """The index part of a Delete: "kept" (retired), "handed back" (rollback) or "deleted".
+
+    Only an index with no documents is deleted; any other is kept, retired (see the module
+    docstring), whatever holds the alias.
+    """
     status, _ = client.call("delete_index", "HEAD", f"/{names.index}", ok=(404,))
     if status == 404:
         return "deleted"
@@ -324,8 +351,27 @@ def retire_or_delete_index(client: OpenSearch, names: Names) -> str:
         log.warning("delete: alias %s handed back to %s; %s kept (retired)%s", names.alias, predecessor,
                     names.index, ": it received writes since the flip that exist only there" if unique else "")
         return "handed back"
-    steps.teardown(client, names, only={"index"})
-    return "deleted"
+    # Nothing else holds these documents (an IndexName change re-embeds nothing; a stack
+    # deletion may leave the domain standing): an index with documents is retired, never
+    # deleted. Writes are blocked first, so none lands between the count and the delete.
+    block_writes(client, names.index, True)
+    detach_pipelines(client, names.index)  # before the count: it reads through the search pipeline
+    documents = count(client, names.index)
+    if documents == 0:
+        steps.teardown(client, names, only={"index"})
+        log.info("delete: index %s held no documents: deleted", names.index)
+        return "deleted"
+    # Retired as a model change retires an index, but the alias is not handed to another
+    # version: their documents are not these. The stamp's unique_writes keeps the watchdog
+    # from ever deleting it: a person does, once the documents are elsewhere.
+    actions: list[dict[str, Any]] = [{"add": {"index": names.index, "alias": retired_alias(names)}}]
+    if names.index in holders(client, names.alias):
+        actions.insert(0, {"remove": {"index": names.index, "alias": names.alias}})
+    client.call("delete_index", "POST", "/_aliases", {"actions": actions})
+    write_meta(client, names.index, retired={"at": time.time(), "reason": "delete", "unique_writes": True})
+    log.warning("delete: index %s kept (retired under %s, writes blocked): it holds %d documents that may exist "
+                "nowhere else; delete it by hand once they do", names.index, retired_alias(names), documents)
+    return "kept"
 
 
 def sweep_retired(client: OpenSearch, props: GlueProperties, names: Names, now: float | None = None) -> dict[str, Any]:

@@ -173,9 +173,13 @@ def test_replacement_moves_the_alias_and_rollback_hands_it_back(opensearch, make
     assert list(opensearch.request("GET", f"/_alias/{alias}")[1]) == [c]
     assert list(opensearch.request("GET", f"/_alias/{alias}-retired")[1]) == [a]
     opensearch.request("DELETE", f"/{a}")  # what the watchdog does after the period
+    # The stack deleted: its objects go, its index holds a document, so it is kept (retired).
     run_custom_resource("Delete", new, physical_id=c)
-    assert_gone(opensearch, c)
+    assert ml_objects(opensearch, c) == NOTHING and not exists(opensearch, f"/_ingest/pipeline/{c}")
+    assert opensearch.request("GET", f"/{c}/_doc/kept")[1]["found"]
     assert not exists(opensearch, f"/_alias/{alias}")
+    assert list(opensearch.request("GET", f"/_alias/{alias}-retired")[1]) == [c]
+    opensearch.request("DELETE", f"/{c}")
 
 
 def test_watchdog_redeploys_an_undeployed_model(opensearch, make_props):

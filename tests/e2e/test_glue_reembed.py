@@ -12,8 +12,10 @@ import time
 from typing import Any
 
 import pytest
-from search_glue import handler
+from search_glue import handler, reembed
+from search_glue.client import OpenSearch
 from search_glue.handler import GlueFailure
+from search_glue.steps import Names
 
 from semsearch.local.client import Connection
 from semsearch.local.ingest import bulk_ingest
@@ -147,8 +149,11 @@ def test_model_change_reembeds_with_searches_in_flight(opensearch, make_props, d
     opensearch.request("PUT", f"/{alias}/_doc/{gone_id}?refresh=true", {"text": dev_pairs[0]["text"]})
     assert handler.watchdog(cfn_strings(new))["RetiredIndices"] == {"Deleted": [a], "Kept": {}}
     assert not exists(opensearch, f"/{a}") and count(opensearch, alias) == DOCS
+    # The stack deleted: its index has documents, so it is kept (retired), not deleted.
     run_custom_resource("Delete", new, physical_id=b)
-    assert not exists(opensearch, f"/{b}") and not alias_on(opensearch, alias)
+    assert not alias_on(opensearch, alias) and alias_on(opensearch, f"{alias}-retired") == [b]
+    assert count(opensearch, b) == DOCS
+    opensearch.request("DELETE", f"/{b}")
 
 
 def drive_until(event: dict[str, Any], ready) -> dict[str, Any]:
@@ -219,6 +224,8 @@ def test_endpoint_down_during_the_copy_leaves_the_old_index_serving(opensearch, 
     assert f"[cleaned up {b}: removed " in message and message.endswith("ingest_pipeline, index]")
     assert_old_serves(opensearch, alias, a, b, DOCS)
     run_custom_resource("Delete", old, physical_id=a)
+    assert count(opensearch, a) == DOCS  # kept (documents): removed by hand
+    opensearch.request("DELETE", f"/{a}")
 
 
 def test_count_mismatch_leaves_the_old_index_serving(opensearch, make_props, dev_pairs, endpoint_b):
@@ -235,6 +242,8 @@ def test_count_mismatch_leaves_the_old_index_serving(opensearch, make_props, dev
                               f"the alias stays on {a}, which keeps serving")
     assert_old_serves(opensearch, alias, a, b, 40)
     run_custom_resource("Delete", old, physical_id=a)
+    assert count(opensearch, a) == 40  # kept (documents): removed by hand
+    opensearch.request("DELETE", f"/{a}")
 
 
 def test_rollback_after_the_flip_returns_to_the_old_index_with_the_new_writes(opensearch, make_props, dev_pairs,
@@ -262,7 +271,9 @@ def test_rollback_after_the_flip_returns_to_the_old_index_with_the_new_writes(op
     assert ml_objects(opensearch, b) == {"connectors": 0, "model_groups": 0, "models": 0}
     assert count(opensearch, b) == 52
     opensearch.request("DELETE", f"/{b}")  # first: a Delete of A would hand the alias back to it
-    run_custom_resource("Delete", old, physical_id=a)
+    run_custom_resource("Delete", old, physical_id=a)  # with documents: kept (retired)
+    assert not alias_on(opensearch, alias) and alias_on(opensearch, f"{alias}-retired") == [a]
+    opensearch.request("DELETE", f"/{a}")
 
 
 def test_delete_of_the_serving_index_hands_the_alias_back_and_keeps_its_writes(opensearch, make_props, dev_pairs,
@@ -283,4 +294,64 @@ def test_delete_of_the_serving_index_hands_the_alias_back_and_keeps_its_writes(o
     assert kept["Deleted"] == [] and kept["Kept"][b].startswith("received writes that exist nowhere else")
     assert exists(opensearch, f"/{b}/_doc/only-in-b")
     opensearch.request("DELETE", f"/{b}")  # first: a Delete of A would hand the alias back to it
+    run_custom_resource("Delete", old, physical_id=a)  # with documents: kept (retired)
+    assert not alias_on(opensearch, alias) and alias_on(opensearch, f"{alias}-retired") == [a]
+    opensearch.request("DELETE", f"/{a}")
+
+
+def assert_kept_by_delete(opensearch, alias: str, index: str, docs: int) -> None:
+    """What a Delete leaves of an index with documents: the index, retired, for a person to delete."""
+    assert exists(opensearch, f"/{index}") and count(opensearch, index) == docs
+    assert index not in alias_on(opensearch, alias) and alias_on(opensearch, f"{alias}-retired") == [index]
+    assert write_blocked(opensearch, index)
+    stamp = meta(opensearch, index)["retired"]
+    assert stamp["reason"] == "delete" and stamp["unique_writes"] is True
+    # Its models, connector and pipelines are gone all the same.
+    assert ml_objects(opensearch, index) == {"connectors": 0, "model_groups": 0, "models": 0}
+    assert not exists(opensearch, f"/_ingest/pipeline/{index}")
+    assert not exists(opensearch, f"/_search/pipeline/{index}-search-pipeline")
+
+
+def test_index_name_change_keeps_the_old_index_and_its_documents(opensearch, make_props, dev_pairs):
+    old, a = populated(opensearch, make_props, dev_pairs, "e2e-keep-rename", docs=20)
+    new = {**old, "IndexName": "e2e-keep-rename-docs2"}
+    b = run_custom_resource("Update", new, physical_id=a, old_props=old)["PhysicalResourceId"]
+    assert b != a and alias_on(opensearch, "e2e-keep-rename-docs2") == [b] and count(opensearch, b) == 0
+    # CloudFormation's follow-up Delete of the old id: nothing was re-embedded, so the old
+    # index holds the only copy of its documents.
     run_custom_resource("Delete", old, physical_id=a)
+    assert_kept_by_delete(opensearch, old["IndexName"], a, 20)
+    # The watchdog never deletes it, whatever its age.
+    client = OpenSearch.from_properties(handler.parse(cfn_strings(old)))
+    swept = reembed.sweep_retired(client, handler.parse(cfn_strings(old)), Names(a, old["IndexName"]),
+                                  now=time.time() + 10_000 * 3600)
+    assert swept["Deleted"] == [] and a in swept["Kept"]
+    opensearch.request("DELETE", f"/{a}")  # what a person does once the documents are elsewhere
+    run_custom_resource("Delete", new, physical_id=b)  # empty: deleted
+    assert not exists(opensearch, f"/{b}")
+
+
+def test_delete_keeps_a_populated_index_and_deletes_an_empty_one(opensearch, make_props, dev_pairs):
+    props, pid = populated(opensearch, make_props, dev_pairs, "e2e-keep-del", docs=20)
+    alias = props["IndexName"]
+    # A stack deletion that keeps the domain (retain_data): the documents stay.
+    run_custom_resource("Delete", props, physical_id=pid)
+    assert_kept_by_delete(opensearch, alias, pid, 20)
+    # The stack deployed again on that domain adopts the kept index: it serves and takes writes.
+    assert run_custom_resource("Create", props)["PhysicalResourceId"] == pid
+    assert alias_on(opensearch, alias) == [pid] and alias_on(opensearch, f"{alias}-retired") == []
+    assert not write_blocked(opensearch, pid) and meta(opensearch, pid)["retired"] == {}
+    opensearch.request("PUT", f"/{alias}/_doc/after?refresh=true", {"text": "written after the redeploy"})
+    assert len(opensearch.request("GET", f"/{pid}/_doc/after")[1]["_source"]["embedding"]) == 384
+    _, result = opensearch.request("POST", f"/{alias}/_search", {"query": {"neural": {"embedding": {
+        "query_text": "written after the redeploy", "k": 3}}}})
+    assert result["hits"]["hits"]
+    run_custom_resource("Delete", props, physical_id=pid)
+    assert_kept_by_delete(opensearch, alias, pid, 21)
+    opensearch.request("DELETE", f"/{pid}")
+    # An index with no documents is deleted.
+    empty = make_props("e2e-keep-empty")
+    e = run_custom_resource("Create", empty)["PhysicalResourceId"]
+    run_custom_resource("Delete", empty, physical_id=e)
+    assert not exists(opensearch, f"/{e}") and not alias_on(opensearch, empty["IndexName"])
+    assert not alias_on(opensearch, f"{empty['IndexName']}-retired")
