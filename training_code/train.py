@@ -54,6 +54,7 @@ if not __package__:
 
 from training_code import contract, retrieval  # noqa: E402
 from training_code import pairs as pairs_mod  # noqa: E402
+from training_code.archives import extract_tar  # noqa: E402
 
 log = logging.getLogger("training_code")
 HERE = Path(__file__).resolve().parent
@@ -205,7 +206,7 @@ def _unpack_if_archive(folder: Path, work: Path, what: str) -> Path:
     dest = work / what
     if archive.name.endswith((".tar.gz", ".tgz", ".tar")):
         with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
+            extract_tar(tar, dest)
     elif archive.suffix == ".zip":
         with zipfile.ZipFile(archive) as z:
             z.extractall(dest)  # noqa: S202 - zipfile drops ".." and absolute member paths itself

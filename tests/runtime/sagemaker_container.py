@@ -33,6 +33,8 @@ import tarfile
 import textwrap
 from pathlib import Path
 
+from training_code.archives import extract_tar
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_REQUIREMENTS = Path(__file__).with_name("sagemaker_pytorch_container.txt")
 VENV = REPO_ROOT / "build" / "sagemaker-pytorch-py312"
@@ -90,7 +92,7 @@ def unpack(model_tar_gz: Path, opt_ml: Path) -> Path:
     model = opt_ml / "model"
     model.mkdir(parents=True)
     with tarfile.open(model_tar_gz) as tar:
-        tar.extractall(model, filter="data")
+        extract_tar(tar, model)
     return model
 
 

@@ -33,6 +33,7 @@ from packaging.requirements import Requirement
 
 from inference_code.embedder import load_embedder
 from semsearch import container_wheels
+from training_code.archives import extract_tar
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["ssh client", "portable network graphics library", "a text editor for the terminal"]
@@ -181,7 +182,7 @@ def trained_model(tmp_path_factory, model_dir) -> tuple[Path, Path]:
     code = root / "opt/ml/code"
     code.mkdir(parents=True)
     with tarfile.open(build_training_bundle(root / "bundle")) as tar:
-        tar.extractall(code, filter="data")
+        extract_tar(tar, code)
     assert sorted(p.name for p in (code / "inference_code/wheels").iterdir()) == \
         sorted(p.name for p in container_wheels.wheel_files())
     train = root / "opt/ml/input/data/train"

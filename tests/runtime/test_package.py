@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from inference_code.embedder import load_embedder
+from training_code.archives import extract_tar
 
 N_DOCS = 60
 
@@ -44,7 +45,7 @@ def unpacked(tmp_path_factory, model_dir, corpus_file):
     target = tmp_path_factory.mktemp("opt-ml-model")
     with tarfile.open(out) as tar:
         names = tar.getnames()
-        tar.extractall(target, filter="data")
+        extract_tar(tar, target)
     assert not any(name.startswith(("/", "..")) or "__pycache__" in name for name in names)
     return target
 
