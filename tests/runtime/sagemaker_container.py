@@ -35,6 +35,9 @@ from pathlib import Path
 
 from training_code.archives import extract_tar
 
+#: This folder: the container's worker imports torchserve_context from here.
+HERE = Path(__file__).resolve().parent
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_REQUIREMENTS = Path(__file__).with_name("sagemaker_pytorch_container.txt")
 VENV = REPO_ROOT / "build" / "sagemaker-pytorch-py312"
@@ -118,28 +121,13 @@ _WORKER = textwrap.dedent('''
     from sagemaker_inference import environment
     from sagemaker_pytorch_serving_container.handler_service import HandlerService
 
-    class RequestProcessor:
-        def __init__(self, headers):
-            self.headers = headers
-        def get_request_properties(self):
-            return self.headers
-
-    class Context:
-        """Stands in for TorchServe's request context: the members the toolkit uses."""
-        def __init__(self, headers):
-            self.system_properties = {"model_dir": environment.model_dir, "gpu_id": None}
-            self.request_processor = [RequestProcessor(headers)]
-            self.status, self.content_type = 200, None
-        def set_response_status(self, code, phrase):
-            self.status = code
-        def set_response_content_type(self, idx, content_type):
-            self.content_type = content_type
+    from torchserve_context import Context  # stands in for TorchServe's (tests/runtime)
 
     service = HandlerService()
-    service.initialize(Context({}))
+    service.initialize(Context(environment.model_dir, {}))
     results = []
     for body, content_type, accept in json.loads(sys.argv[1]):
-        context = Context({"Content-Type": content_type, "Accept": accept})
+        context = Context(environment.model_dir, {"Content-Type": content_type, "Accept": accept})
         out = service.handle([{"body": body.encode()}], context)[0]
         results.append([context.status, out if isinstance(out, str) else out.decode()])
 
@@ -169,7 +157,8 @@ def start_offline(model_tar_gz: Path, work: Path, cases: list, *, timeout: float
     tmp.mkdir()
     env = _clean_env(SAGEMAKER_BASE_DIR=str(opt_ml), TMPDIR=str(tmp), HOME=str(tmp),
                      SEMSEARCH_CACHE_DIR=str(tmp / "semsearch-cache"))
-    result = subprocess.run([*_netns_prefix(), str(python), "-c", _START, _WORKER, json.dumps(cases)],
+    result = subprocess.run([*_netns_prefix(), str(python), "-c", _START,
+                             f"import sys; sys.path.insert(0, {str(HERE)!r})\n" + _WORKER, json.dumps(cases)],
                             capture_output=True, text=True, timeout=timeout, cwd="/", env=env)
     lines = result.stdout.strip().splitlines()
     if result.returncode == 3:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,26 +82,13 @@ TOOLKIT_SCRIPT = textwrap.dedent('''
     sys.path.insert(0, model_dir + "/code")  # what SageMaker does with code/
     from sagemaker_inference.transformer import Transformer
 
-    class RequestProcessor:
-        def __init__(self, headers):
-            self.headers = headers
-        def get_request_properties(self):
-            return self.headers
-
-    class ToolkitContext:
-        def __init__(self, headers):
-            self.system_properties = {"model_dir": model_dir}
-            self.request_processor = [RequestProcessor(headers)]
-            self.status, self.content_type = 200, None
-        def set_response_status(self, code, phrase):
-            self.status = code
-        def set_response_content_type(self, idx, content_type):
-            self.content_type = content_type
+    sys.path.insert(0, sys.argv[3])
+    from torchserve_context import Context  # stands in for TorchServe's (tests/runtime)
 
     transformer = Transformer()
     results = []
     for body, content_type, accept in cases:
-        context = ToolkitContext({"Content-Type": content_type, "Accept": accept})
+        context = Context(model_dir, {"Content-Type": content_type, "Accept": accept})
         out = transformer.transform([{"body": body.encode()}], context)[0]
         results.append([context.status, out if isinstance(out, str) else out.decode()])
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("semsearch", "stacks", "inference_code"))
@@ -111,7 +99,8 @@ TOOLKIT_SCRIPT = textwrap.dedent('''
 def run_toolkit(unpacked, cases, env=None):
     import os
 
-    result = subprocess.run([sys.executable, "-c", TOOLKIT_SCRIPT, str(unpacked), json.dumps(cases)],
+    result = subprocess.run([sys.executable, "-c", TOOLKIT_SCRIPT, str(unpacked), json.dumps(cases),
+                             str(Path(__file__).parent)],
                             capture_output=True, text=True, timeout=600, cwd=unpacked,
                             env={**os.environ, "PYTHONSAFEPATH": "1", **(env or {})})
     assert result.returncode == 0, result.stderr
