@@ -7,15 +7,12 @@ local`` imports the glue itself).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-LAMBDA_DIR = Path(__file__).resolve().parents[2] / "lambda"
-if str(LAMBDA_DIR) not in sys.path:
-    sys.path.insert(0, str(LAMBDA_DIR))
+import stacks.glue_properties  # noqa: F401  (the one place that puts lambda/ on the import path)
 
-from opensearch_http import HTTPStatusError, OpenSearchClient  # noqa: E402
+# isort: split
+from opensearch_http import HTTPStatusError, OpenSearchClient
 
 #: A non-2xx answer: the method, path, status and body, all in the message.
 OpenSearchError = HTTPStatusError
