@@ -6,11 +6,24 @@ the CLI (`semsearch loadtest` reads the batch limits a stage deploys) share thes
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from stacks.catalog import InstanceSpec
 from stacks.config import EndpointConfig
 
 # Where SageMaker unpacks model.tar.gz inside the container.
 MODEL_MOUNT = "/opt/ml/model"
+
+
+def model_version(config: EndpointConfig) -> str:
+    """8 hex digits naming what the endpoint serves that defines its vectors: the flavor,
+    the model and its pooling, and the weights in S3. Not the instance type, counts or batch
+    limits: those change how it serves, not what it answers.
+    """
+    served = {"flavor": config.flavor, "hf_id": config.model.hf_id, "pooling": config.model.pooling,
+              "dimension": config.model.dimension, "model_data_s3_uri": config.model_data_s3_uri}
+    return hashlib.sha256(json.dumps(served, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def custom_container_environment(config: EndpointConfig, instance: InstanceSpec) -> dict[str, str]:

@@ -17,6 +17,7 @@ from stacks.components.fine_tune_workflow import JOBS_PREFIX, TRAINING_PREFIX, F
 from stacks.components.sagemaker_execution_role import SageMakerExecutionRole
 from stacks.config import StageConfig
 from stacks.nag import acknowledge
+from stacks.names import stack_name
 from stacks.storage_stack import artifacts_bucket_name, artifacts_nag_arn
 
 
@@ -29,7 +30,6 @@ class JobsStack(cdk.Stack):
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         prefix = f"semsearch-{config.name}"
         promote = config.promote_endpoint
-        endpoint = endpoints[promote]
         endpoint_config = config.endpoints[promote]
 
         self.stage = config.name
@@ -64,8 +64,12 @@ class JobsStack(cdk.Stack):
                                                 description="Name of the last fine-tuned model the gate promoted")
 
         self.fine_tune = FineTuneWorkflow(
-            self, "FineTune", name_prefix=prefix, jobs=config.jobs, endpoint=endpoint,
-            execution_role=self.execution_role, artifacts=artifacts, kms_key=key, latest_model=self.latest_model)
+            self, "FineTune", name_prefix=prefix, stage=config.name, endpoint=promote,
+            endpoint_config=endpoint_config, jobs=config.jobs, execution_role=self.execution_role,
+            artifacts=artifacts, kms_key=key,
+            # The stacks that read the promotion (the model) or what serves (search, ops), in deploy order.
+            stacks_to_update=[stack_name(config.name, part) for part in ("model", "search", "ops")],
+            cloudformation_role_arn=cloudformation_role_arn(self))
         self.batch_embed = BatchEmbedWorkflow(
             self, "BatchEmbed", name_prefix=prefix, jobs=config.jobs, execution_role=self.execution_role,
             artifacts=artifacts, kms_key=key, latest_model=self.latest_model, loader_role=loader_role,
@@ -91,3 +95,12 @@ class JobsStack(cdk.Stack):
         for p in sorted(set(read + write)):
             acknowledge(role, f"AwsSolutions-IAM5[Resource::{artifacts_nag_arn(self.stage, p + '*')}]",
                         "job inputs and outputs have per-run names: access is limited to this key prefix")
+
+
+def cloudformation_role_arn(stack: cdk.Stack) -> str:
+    """The role CloudFormation deploys this stage with: the CDK bootstrap's execution role."""
+    synthesizer = stack.synthesizer
+    if not isinstance(synthesizer, cdk.DefaultStackSynthesizer):
+        raise TypeError(f"{stack.stack_name}: promotions need the DefaultStackSynthesizer's execution role")
+    # The synthesizer spells it with ${AWS::...} placeholders (for its asset manifest).
+    return cdk.Fn.sub(synthesizer.cloud_formation_execution_role_arn)

@@ -13,8 +13,45 @@ def stack_name(stage: str, part: str) -> str:
 
 
 def endpoint_name(stage: str, name: str) -> str:
-    """The SageMaker endpoint name of one configured endpoint (stable: the connector URL uses it)."""
+    """The stem of one configured endpoint's SageMaker endpoint names: ``semsearch-<stage>-<name>``.
+
+    The endpoint itself is named per model version (``versioned_endpoint_name``): a model
+    change deploys the new version beside the old one, which serves the old index until the
+    glue has re-embedded the documents and moved the alias.
+    """
     return f"semsearch-{stage}-{name}"
+
+
+def versioned_endpoint_name(stage: str, name: str, version: str) -> str:
+    """``semsearch-<stage>-<name>-<version>``; a promoted fine-tune adds ``-<tag>`` at deploy time."""
+    return f"{endpoint_name(stage, name)}-{version}"
+
+
+def serving_parameter(stage: str, endpoint: str, what: str) -> str:
+    """SSM parameter the model stack writes with what serves an endpoint now (``what``:
+    ``endpoint``, the SageMaker endpoint name; ``model``, its SageMaker model name). Other
+    stacks read it at deploy time instead of importing a value that changes with the model."""
+    return f"/semsearch-{stage}/{endpoint}/serving-{what}"
+
+
+def promotion_parameter(stage: str, endpoint: str, version: str) -> str:
+    """SSM parameter naming the fine-tune promoted onto one model version: ``none``, or the
+    tag of the training job whose model serves instead (``ft-<millis>``; the job is
+    ``semsearch-<stage>-<tag>``). Keyed by the version, so a new base model starts unpromoted."""
+    return f"/semsearch-{stage}/{endpoint}/promoted/{version}"
+
+
+#: The value of a promotion parameter before any promotion.
+NOT_PROMOTED = "none"
+
+#: Where the fine-tune workflow keeps a promoted model in the artifact bucket: outside
+#: jobs/, whose objects expire, because the endpoint reads it again at every scale-out.
+PROMOTED_MODELS_PREFIX = "models/"
+
+
+def promoted_model_key(stage: str, tag: str) -> str:
+    """The artifact-bucket key of the model a promotion with ``tag`` serves."""
+    return f"{PROMOTED_MODELS_PREFIX}semsearch-{stage}-{tag}/model.tar.gz"
 
 
 def inference_component_name(endpoint: str) -> str:

@@ -55,7 +55,10 @@ class OpsStack(cdk.Stack):
 
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=prefix,
                                               default_interval=cdk.Duration.hours(3))
-        for ep in endpoints.values():
+        for key, endpoint in endpoints.items():
+            # Read at deploy time, not imported: the name changes with every model version.
+            ep = endpoint.reference_in(self, stage=config.name, endpoint=key)
+            self.add_stack_dependency(cdk.Stack.of(endpoint))
             self.dashboard.add_widgets(cloudwatch.TextWidget(markdown=f"## Endpoint {ep.endpoint_name} "
                                                                       f"({ep.config.instance_type}, {ep.config.flavor})",
                                                              width=24, height=1))

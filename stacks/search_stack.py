@@ -29,7 +29,9 @@ class SearchStack(cdk.Stack):
                  endpoints: dict[str, EmbeddingEndpoint], **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         removal = cdk.RemovalPolicy.RETAIN if config.retain_data else cdk.RemovalPolicy.DESTROY
-        fronted = endpoints[config.search.endpoint]
+        # Read at deploy time, not imported: the name changes with every model version.
+        fronted = endpoints[config.search.endpoint].reference_in(self, stage=config.name,
+                                                                 endpoint=config.search.endpoint)
 
         # The glue provisions ml-commons objects and maps roles, so it is FGAC's master user.
         self.glue_role = iam.Role(
@@ -108,8 +110,9 @@ class SearchStack(cdk.Stack):
             retired_index_retention_hours=search.retired_index_hours,
             inference_component=fronted.inference_component_name or "",
         ))
-        # The connector calls the endpoint during the smoke test: it must be InService first.
-        self.glue.resource.node.add_dependency(fronted.endpoint)
+        # The connector calls the endpoint during the smoke test: it must be InService first,
+        # and its name in SSM (served_model) must be the new one.
+        self.add_stack_dependency(cdk.Stack.of(endpoints[config.search.endpoint]))
 
         # What the semsearch CLI reads to reach this stage (stacks/names.py).
         cdk.CfnOutput(self, SearchOutputs.MODEL_ID, value=self.glue.output("ModelId"))

@@ -7,9 +7,12 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from stacks.config import StageConfig
+from stacks.containers import model_version
+from stacks.names import NOT_PROMOTED, promotion_parameter
 
 
 def artifacts_bucket_name(stage: str) -> str:
@@ -24,7 +27,8 @@ def artifacts_nag_arn(stage: str, key_pattern: str) -> str:
 
 class StorageStack(cdk.Stack):
     """KMS key and buckets, apart from everything stateless so a failed deploy elsewhere
-    never rolls them back."""
+    never rolls them back; and the promotion parameter of each endpoint's model version,
+    which the model stack reads at deploy time and so must exist before it."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -69,3 +73,12 @@ class StorageStack(cdk.Stack):
         assert isinstance(cfn_bucket, s3.CfnBucket)
         cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
             event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(event_bridge_enabled=True))
+        # "none" until the fine-tune workflow promotes a model onto this version (it overwrites
+        # the value; CloudFormation leaves it alone while this resource's template is unchanged).
+        # A new model version is a new parameter, so a new base model starts unpromoted.
+        for name, ep in config.endpoints.items():
+            ssm.StringParameter(self, f"Promotion-{name}",
+                                parameter_name=promotion_parameter(config.name, name, model_version(ep)),
+                                string_value=NOT_PROMOTED,
+                                description=f"semsearch {config.name}: fine-tune promoted onto endpoint {name!r} "
+                                            f"(its training job's tag), or {NOT_PROMOTED}")

@@ -6,7 +6,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from stacks.components.embedding_endpoint import EmbeddingEndpoint
+from stacks.components.embedding_endpoint import EndpointReference
 
 #: Both OpenSearch service principals: es.amazonaws.com, and opensearchservice.amazonaws.com
 #: used by newer ml-commons features.
@@ -23,7 +23,7 @@ class ConnectorRole(Construct):
         account can make OpenSearch act with it (confused deputy).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, endpoints: list[EmbeddingEndpoint],
+    def __init__(self, scope: Construct, construct_id: str, *, endpoints: list[EndpointReference],
                  domain_arn: str) -> None:
         super().__init__(scope, construct_id)
         conditions = {"StringEquals": {"aws:SourceAccount": cdk.Aws.ACCOUNT_ID},

@@ -18,8 +18,9 @@ from constructs import Construct
 from stacks import images
 from stacks.catalog import INSTANCES, InstanceSpec
 from stacks.components.sagemaker_execution_role import SageMakerExecutionRole
+from stacks.components.served_model import PromotedFineTune, read_serving
 from stacks.config import EndpointConfig, VpcConfig
-from stacks.containers import custom_container_environment, tei_container_environment
+from stacks.containers import MODEL_MOUNT, custom_container_environment, tei_container_environment
 from stacks.nag import acknowledge
 from stacks.names import inference_component_name
 
@@ -30,7 +31,9 @@ class EmbeddingEndpoint(Construct):
     """An embedding endpoint with autoscaling and alarms.
 
     Keyword-only properties:
-      endpoint_name: the SageMaker endpoint name (the connector URL is built from it).
+      endpoint_name: the SageMaker endpoint name (the connector URL is built from it): it
+        carries the model version, so a new version is a new endpoint beside the old one,
+        which CloudFormation keeps when it replaces it (the glue deletes it after the flip).
       config: the endpoint's validated configuration (model, flavor, instance type...).
       kms_key: encrypts the ML storage volume where the instance type allows it
         (default: no volume key; never set on instance types with local NVMe such as g5,
@@ -38,6 +41,8 @@ class EmbeddingEndpoint(Construct):
       model_bucket: bucket holding ``config.model_data_s3_uri`` (read access is granted);
         required when the config names model data.
       vpc: subnets and security groups for the model containers (default: none).
+      promotion: the fine-tune promoted onto this version, read at deploy time: when set,
+        the model serves it from S3 (in the same flavor) instead (default: none).
       active_hours: (start, end) UTC hours on weekdays; outside them the endpoint runs no
         instance at all (default: always on). The model is then hosted as an inference
         component, the only SageMaker hosting that scales to zero instances, and callers
@@ -50,7 +55,8 @@ class EmbeddingEndpoint(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, endpoint_name: str, config: EndpointConfig,
                  kms_key: kms.IKey | None = None, model_bucket: s3.IBucket | None = None,
-                 vpc: VpcConfig | None = None, active_hours: tuple[int, int] | None = None) -> None:
+                 vpc: VpcConfig | None = None, active_hours: tuple[int, int] | None = None,
+                 promotion: PromotedFineTune | None = None) -> None:
         super().__init__(scope, construct_id)
         self.endpoint_name = endpoint_name
         self.config = config
@@ -66,7 +72,7 @@ class EmbeddingEndpoint(Construct):
                                            description=f"SageMaker execution role of endpoint {endpoint_name}")
         self.role.allow_containers(images=[serving_image(config)], log_groups=["Endpoints/"],
                                    metric_namespaces=["/aws/sagemaker/Endpoints"], vpc=vpc is not None)
-        self.model = self._model(config, kms_key=kms_key, model_bucket=model_bucket, vpc=vpc)
+        self.model = self._model(config, kms_key=kms_key, model_bucket=model_bucket, vpc=vpc, promotion=promotion)
 
         volume_key = kms_key if (kms_key is not None and config.volume_kms_supported) else None
         endpoint_config = sagemaker.CfnEndpointConfig(
@@ -84,8 +90,16 @@ class EmbeddingEndpoint(Construct):
                             "SageMaker needs data-key generation and re-encryption to mount the volume")
         self.endpoint = sagemaker.CfnEndpoint(self, "Endpoint", endpoint_name=endpoint_name,
                                               endpoint_config_name=endpoint_config.attr_endpoint_config_name)
-        self.endpoint_arn = cdk.Stack.of(self).format_arn(service="sagemaker", resource="endpoint",
-                                                          resource_name=endpoint_name.lower())
+        # A new model version is a new endpoint name: the old endpoint keeps serving the old
+        # index until the glue has moved the alias, and the glue deletes it then.
+        # A stack deletion still deletes it (stated, so that keeping it on replacement reads as meant).
+        self.endpoint.cfn_options.update_replace_policy = cdk.CfnDeletionPolicy.RETAIN
+        self.endpoint.cfn_options.deletion_policy = cdk.CfnDeletionPolicy.DELETE
+        # Names are lowercase by construction (stage, endpoint name, hex version, promotion tag),
+        # as SageMaker ARNs are.
+        #: Grants and metrics in this stack; other stacks use ``reference_in``.
+        self.reference = EndpointReference(self, endpoint_name, self.inference_component_name, config)
+        self.endpoint_arn = self.reference.endpoint_arn
 
         scaling = _add_autoscaling(self, config, hosting.scaling(self, config, self.endpoint, self.model))
         hosting.schedule(scaling, config)
@@ -98,7 +112,7 @@ class EmbeddingEndpoint(Construct):
             actions=["cloudwatch:DescribeAlarms"], resources=[a.alarm_arn for a in self.rollback_alarms]))
 
     def _model(self, config: EndpointConfig, *, kms_key: kms.IKey | None, model_bucket: s3.IBucket | None,
-               vpc: VpcConfig | None) -> sagemaker.CfnModel:
+               vpc: VpcConfig | None, promotion: PromotedFineTune | None) -> sagemaker.CfnModel:
         """The SageMaker model: the container image, its environment and (optionally) model data in S3."""
         instance = INSTANCES[config.instance_type]
         family, version, accelerated = serving_image(config)
@@ -106,6 +120,8 @@ class EmbeddingEndpoint(Construct):
             environment = custom_container_environment(config, instance)
         else:
             environment = tei_container_environment(config)
+            if promotion is not None:  # TEI serves a promoted model from where SageMaker unpacks it
+                environment["HF_MODEL_ID"] = promotion.pick_string(MODEL_MOUNT, environment["HF_MODEL_ID"])
         container: dict[str, object] = {
             "image": images.image_uri(self, family, version, accelerated=accelerated), "environment": environment}
         if config.model_data_s3_uri:
@@ -117,6 +133,12 @@ class EmbeddingEndpoint(Construct):
             if kms_key is not None:  # artifacts in the stage bucket are encrypted with the stage key
                 kms_key.grant_decrypt(self.role)
             container["model_data_url"] = config.model_data_s3_uri
+        network_isolation: bool | cdk.IResolvable = bool(config.model_data_s3_uri)
+        if promotion is not None:
+            self._grant_promoted_model(promotion, kms_key)
+            container["model_data_url"] = promotion.pick_string(
+                promotion.model_data_url, config.model_data_s3_uri or cdk.Aws.NO_VALUE)
+            network_isolation = promotion.pick(True, network_isolation)
         model = sagemaker.CfnModel(
             self, "Model",
             execution_role_arn=self.role.role_arn,
@@ -125,28 +147,36 @@ class EmbeddingEndpoint(Construct):
                 subnets=list(vpc.subnet_ids), security_group_ids=list(vpc.security_group_ids)) if vpc else None,
             # With model data in S3 the container needs no network; TEI pulling from the
             # Hugging Face Hub does.
-            enable_network_isolation=bool(config.model_data_s3_uri),
+            enable_network_isolation=network_isolation,
         )
         # The role's policy (image pull) must exist before SageMaker validates the model.
         model.node.add_dependency(self.role.node.find_child("DefaultPolicy"))
         return model
 
+    def _grant_promoted_model(self, promotion: PromotedFineTune, kms_key: kms.IKey | None) -> None:
+        """Read exactly the promoted model's object (encrypted with the stage key)."""
+        bucket, key = promotion.model_data_url.removeprefix("s3://").split("/", 1)
+        self.role.add_to_policy(iam.PolicyStatement(
+            actions=["s3:GetObject"], resources=[f"arn:{cdk.Aws.PARTITION}:s3:::{bucket}/{key}"]))
+        if kms_key is not None:
+            kms_key.grant_decrypt(self.role)
+
     def _add_alarms(self, config: EndpointConfig) -> tuple[cloudwatch.Alarm, cloudwatch.Alarm, cloudwatch.Alarm]:
         """p99 model latency, 5xx errors and 4xx errors; missing data (no traffic) never alarms."""
-        latency = self.metric_model_latency(statistic="p99").create_alarm(
+        latency = self.reference.metric_model_latency(statistic="p99").create_alarm(
             self, "LatencyAlarm",
             alarm_description=f"{self.endpoint_name}: p99 model latency above {config.latency_alarm_ms} ms",
             threshold=config.latency_alarm_ms * 1000,  # ModelLatency is reported in microseconds
             evaluation_periods=3, datapoints_to_alarm=2,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        errors_5xx = self.metric_invocation_5xx_errors().create_alarm(
+        errors_5xx = self.reference.metric_invocation_5xx_errors().create_alarm(
             self, "Errors5xxAlarm",
             alarm_description=f"{self.endpoint_name}: {config.error_alarm_threshold}+ 5xx errors in 5 minutes",
             threshold=config.error_alarm_threshold, evaluation_periods=1,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        errors_4xx = self.metric_invocation_4xx_errors().create_alarm(
+        errors_4xx = self.reference.metric_invocation_4xx_errors().create_alarm(
             self, "Errors4xxAlarm",
             alarm_description=f"{self.endpoint_name}: many 4xx errors (bad requests or throttling) in 5 minutes",
             threshold=config.error_alarm_threshold * 20, evaluation_periods=2,
@@ -158,6 +188,30 @@ class EmbeddingEndpoint(Construct):
     def rollback_alarms(self) -> list[cloudwatch.Alarm]:
         """The alarms that roll a model update back: p99 latency and 5xx errors."""
         return [self.latency_alarm, self.error_5xx_alarm]
+
+    def reference_in(self, scope: Construct, *, stage: str, endpoint: str) -> EndpointReference:
+        """This endpoint as ``scope``'s stack sees it: its name read from SSM at deploy time
+        (served_model.read_serving), never imported: it changes with every model version."""
+        name = read_serving(scope, stage=stage, endpoint=endpoint, what="endpoint")
+        component = inference_component_name(name) if self.inference_component_name else None
+        return EndpointReference(scope, name, component, self.config)
+
+
+class EndpointReference:
+    """An endpoint's grants and metrics, in the stack of ``scope`` (names may be tokens)."""
+
+    def __init__(self, scope: Construct, endpoint_name: str, inference_component_name: str | None,
+                 config: EndpointConfig) -> None:
+        self.scope = scope
+        self.endpoint_name = endpoint_name
+        self.inference_component_name = inference_component_name
+        self.config = config
+
+    @property
+    def endpoint_arn(self) -> str:
+        # Names are lowercase by construction, as SageMaker ARNs are.
+        return cdk.Stack.of(self.scope).format_arn(service="sagemaker", resource="endpoint",
+                                                   resource_name=self.endpoint_name)
 
     # -- grants --------------------------------------------------------------------------
 
@@ -175,8 +229,8 @@ class EmbeddingEndpoint(Construct):
     def inference_component_arns(self) -> list[str]:
         if self.inference_component_name is None:
             return []
-        return [cdk.Stack.of(self).format_arn(service="sagemaker", resource="inference-component",
-                                              resource_name=self.inference_component_name.lower())]
+        return [cdk.Stack.of(self.scope).format_arn(service="sagemaker", resource="inference-component",
+                                              resource_name=self.inference_component_name)]
 
     # -- metrics ---------------------------------------------------------------------------
 
@@ -213,6 +267,7 @@ class EmbeddingEndpoint(Construct):
 
     def metric_instance_count(self) -> cloudwatch.Metric:
         return self.metric("CPUUtilization", namespace="/aws/sagemaker/Endpoints", statistic="SampleCount")
+
 
 
 def serving_image(config: EndpointConfig) -> tuple[str, str, bool]:
@@ -305,6 +360,9 @@ class ScaleToZero:
                     min_memory_required_in_mb=compute["MinMemoryRequiredInMb"])),
             runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
                 copy_count=config.initial_instance_count))
+        # Kept beside its endpoint when a new model version replaces both (see the endpoint).
+        component.cfn_options.update_replace_policy = cdk.CfnDeletionPolicy.RETAIN
+        component.cfn_options.deletion_policy = cdk.CfnDeletionPolicy.DELETE
         return ScalingDimension(
             resource_id=f"inference-component/{self.inference_component_name}",
             dimension="sagemaker:inference-component:DesiredCopyCount",

@@ -1,10 +1,10 @@
-"""Fine-tune → gate → blue/green deploy, as one Step Functions state machine.
+"""Fine-tune → gate → promotion through the stacks, as one Step Functions state machine.
 
-Native SageMaker integrations only (no polling Lambdas): the training job runs with the
-``.sync`` pattern; the gate reads the metrics the job reported (DescribeTrainingJob's
-FinalMetricDataList, scraped from the very lines that write metrics.json); the endpoint
-update uses SageMaker's blue/green deployment with automatic rollback on the endpoint's
-alarms, and a Wait/DescribeEndpoint loop waits for InService.
+Native integrations only (no polling Lambdas): the training job runs with the ``.sync``
+pattern; the gate reads the metrics the job reported (DescribeTrainingJob's
+FinalMetricDataList, scraped from the very lines that write metrics.json); a promotion
+records the tuned model in SSM and updates the stacks that read it (FineTuneWorkflow), with
+a Wait/DescribeStacks loop per stack.
 
 Start input (all optional): {"train_s3_uri": "s3://…/", "eval_s3_uri": "s3://…/"}; the
 defaults are the artifact bucket's training/train/ and (no eval channel) a slice carved
@@ -20,27 +20,23 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks import images
 from stacks.catalog import INSTANCES
-from stacks.components.embedding_endpoint import VARIANT_NAME, EmbeddingEndpoint
 from stacks.components.source_bundle import TrainingSourceBundle
 from stacks.config import EndpointConfig, JobsConfig
-from stacks.containers import custom_container_environment
+from stacks.containers import model_version
 from stacks.nag import acknowledge
+from stacks.names import PROMOTED_MODELS_PREFIX, promotion_parameter
+from stacks.storage_stack import artifacts_bucket_name, artifacts_nag_arn
 from training_code import contract
 
 TRAINING_PREFIX = "training/"
 JOBS_PREFIX = "jobs/"
 GAIN_METRIC = f"eval:gain:{contract.PRIMARY_METRIC}"
-#: Terminal statuses other than InService of SageMaker's EndpointStatus (OutOfService, Failed,
-#: UpdateRollbackFailed) and InferenceComponentStatus (Failed): the deploy wait stops on them.
-FAILED_STATUSES = ("OutOfService", "Failed", "UpdateRollbackFailed")
-
 
 def jsonata(expression: str) -> str:
     return "{% " + expression + " %}"
@@ -110,28 +106,41 @@ def grant_sync_job(role: iam.IRole, name_prefix: str, job: str) -> None:
 
 
 class FineTuneWorkflow(Construct):
-    """Train on pairs in S3, promote the tuned model only if it beats the base model.
+    """Train on pairs in S3; promote the tuned model only if it beats the base model.
+
+    A promotion goes through the same path as a model change in ``cdk.json``: the model is
+    copied out of jobs/ (which expires) to its own key, its tag is written to the promotion
+    parameter of the endpoint's model version, and the workflow updates the model, search
+    and ops stacks with their current templates. CloudFormation then reads the parameter
+    again (served_model): the model stack deploys the tuned model (same flavor: TEI serves it
+    from S3 too) on a new endpoint beside the serving one; the search stack's glue registers
+    it, re-embeds every document into a new index, checks the counts, moves the alias and
+    retires the old index and endpoint. The next ``cdk deploy`` reads the same parameter, so
+    it keeps the promoted model.
 
     Keyword-only properties:
-      name_prefix: prefix of every SageMaker job, model and config name (semsearch-<stage>).
+      name_prefix: prefix of every job name (semsearch-<stage>).
+      stage / endpoint / endpoint_config: the endpoint whose model is tuned and replaced.
       jobs: hyperparameters, instance type, spot, the promotion gain.
-      endpoint: the endpoint a promoted model replaces: its name and config, the alarms that
-        roll an update back, and how it hosts the model. An endpoint that scales to zero hosts
-        it as an inference component: the rollout then swaps that component's model.
-      execution_role: the SageMaker role for the job and the new model.
+      execution_role: the SageMaker role for the training job.
       artifacts / kms_key: where data, checkpoints and outputs live, and their key.
-      latest_model: SSM parameter that receives the promoted model's name.
+      stacks_to_update: names of the stacks that read the promotion, in deploy order.
+      cloudformation_role_arn: the role CloudFormation deploys them with (the CDK bootstrap's
+        execution role): the workflow passes it, and needs no permission on what they hold.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, jobs: JobsConfig,
-                 endpoint: EmbeddingEndpoint, execution_role: iam.IRole, artifacts: s3.IBucket, kms_key: kms.IKey,
-                 latest_model: ssm.IStringParameter) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, stage: str, endpoint: str,
+                 endpoint_config: EndpointConfig, jobs: JobsConfig, execution_role: iam.IRole,
+                 artifacts: s3.IBucket, kms_key: kms.IKey, stacks_to_update: list[str],
+                 cloudformation_role_arn: str) -> None:
         super().__init__(scope, construct_id)
         self.name_prefix = name_prefix
+        #: The SSM parameter a promotion writes (stacks.names.promotion_parameter).
+        self.promotion_parameter = promotion_parameter(stage, endpoint, model_version(endpoint_config))
         source = TrainingSourceBundle(self, "Source")
         execution_role.add_to_principal_policy(iam.PolicyStatement(
             actions=["s3:GetObject"], resources=[source.asset.bucket.arn_for_objects(source.asset.s3_object_key)]))
-        train = self._train(jobs, endpoint.config, source, execution_role, artifacts, kms_key)
+        train = self._train(jobs, endpoint_config, source, execution_role, artifacts, kms_key)
         fail_on_error(self, train, "TrainingFailed", "the training job")
 
         gate = sfn.Choice(self, "TunedBeatsBase", comment=f"promote only if {GAIN_METRIC} >= {jobs.min_ndcg_gain}")
@@ -141,34 +150,89 @@ class FineTuneWorkflow(Construct):
                                 cause=jsonata(f"'tuned model gained ' & $string($gain) & ' {contract.PRIMARY_METRIC}"
                                               f" over the base model; promotion needs {jobs.min_ndcg_gain}'"))
 
-        create_model = self._create_model(endpoint.config, execution_role)
-        if endpoint.inference_component_name is None:
-            rollout = self._blue_green_rollout(endpoint, kms_key)
-        else:
-            rollout = self._rolling_update_rollout(endpoint, endpoint.inference_component_name)
+        keep = self._keep_model(stage, artifacts)
         record = tasks.CallAwsService(
-            self, "RecordPromotedModel", service="ssm", action="putParameter",
-            iam_resources=[latest_model.parameter_arn],
-            parameters={"Name": latest_model.parameter_name, "Value": jsonata("$modelName"), "Overwrite": True},
+            self, "RecordPromotion", service="ssm", action="putParameter",
+            iam_resources=[cdk.Stack.of(self).format_arn(service="ssm", resource="parameter",
+                                                         resource_name=self.promotion_parameter.lstrip("/"))],
+            parameters={"Name": self.promotion_parameter, "Value": jsonata("$tag"), "Overwrite": True},
         )
-        wait = sfn.Wait(self, "WaitForDeployment", time=sfn.WaitTime.duration(cdk.Duration.minutes(1)))
-        deployed = self._deployed_choice(record, wait)
-        for step in (create_model, *rollout.updates, rollout.describe, record):
+        for step in (keep, record):
             fail_on_error(self, step, f"{step.node.id}Failed", step.node.id)
+        chain: sfn.INextable = keep.next(record)
+        for stack_name in stacks_to_update:
+            deploy = self._update_stack(stack_name, cloudformation_role_arn)
+            chain.next(deploy.start)  # type: ignore[attr-defined]
+            chain = deploy.end
+        chain.next(sfn.Succeed(self, "Promoted"))  # type: ignore[attr-defined]
 
         gate.when(sfn.Condition.jsonata("{% $gain = null %}"), metrics_missing)
-        promote: sfn.INextable = create_model
-        for step in rollout.updates:
-            promote = promote.next(step)  # type: ignore[assignment]
-        gate.when(sfn.Condition.jsonata(f"{{% $gain >= {jobs.min_ndcg_gain} %}}"), create_model)
-        promote.next(wait)
+        gate.when(sfn.Condition.jsonata(f"{{% $gain >= {jobs.min_ndcg_gain} %}}"), keep)
         gate.otherwise(not_promoted)
-        wait.next(rollout.describe).next(deployed)
 
         self.state_machine = workflow_state_machine(
             self, name=f"{name_prefix}-fine-tune", start=train.next(gate),
-            timeout=cdk.Duration.hours(jobs.training_max_runtime_hours * 2 + 3))
-        self._grant_state_machine(execution_role, endpoint, kms_key)
+            # Training, then up to a day of stack updates (the re-embed of a large index).
+            timeout=cdk.Duration.hours(jobs.training_max_runtime_hours * 2 + 24))
+        self._grant_state_machine(execution_role, kms_key, artifacts, stacks_to_update, cloudformation_role_arn)
+
+    def _keep_model(self, stage: str, artifacts: s3.IBucket) -> tasks.CallAwsService:
+        """Copy the tuned model out of jobs/ (expires after 30 days) to the key the model reads;
+        assigns the promotion's tag (``ft-<base-36 millis>``, from the training job's name)."""
+        tag = jsonata(f"$substringAfter($trainingJob, '{self.name_prefix}-')")
+        return tasks.CallAwsService(
+            self, "KeepModel", service="s3", action="copyObject",
+            iam_resources=[artifacts.arn_for_objects(f"{JOBS_PREFIX}training/*"),
+                           artifacts.arn_for_objects(f"{PROMOTED_MODELS_PREFIX}*")],
+            iam_action="s3:GetObject",
+            parameters={"Bucket": artifacts.bucket_name,
+                        "CopySource": jsonata("$substringAfter($modelData, 's3://')"),
+                        "Key": jsonata(f"'{PROMOTED_MODELS_PREFIX}{self.name_prefix}-' & "
+                                       f"$substringAfter($trainingJob, '{self.name_prefix}-') & '/model.tar.gz'")},
+            assign={"tag": tag},
+        )
+
+    def _update_stack(self, stack_name: str, cloudformation_role_arn: str) -> StackUpdate:
+        """UpdateStack with the stack's current template (its SSM parameters are read again),
+        then DescribeStacks every minute until it settles. "No updates are to be performed"
+        (nothing in it reads the promotion) counts as done."""
+        key = "".join(part.capitalize() for part in stack_name.split("-"))
+        update = tasks.CallAwsService(
+            self, f"Update{key}", service="cloudformation", action="updateStack",
+            iam_resources=[self._stack_arn(stack_name)],
+            parameters={"StackName": stack_name, "UsePreviousTemplate": True, "RoleARN": cloudformation_role_arn,
+                        "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]},
+        )
+        wait = sfn.Wait(self, f"WaitFor{key}", time=sfn.WaitTime.duration(cdk.Duration.minutes(1)))
+        describe = tasks.CallAwsService(
+            self, f"Describe{key}", service="cloudformation", action="describeStacks",
+            iam_resources=[self._stack_arn(stack_name)], parameters={"StackName": stack_name},
+            assign={"stackStatus": jsonata("$states.result.Stacks[0].StackStatus"),
+                    "stackReason": jsonata("$exists($states.result.Stacks[0].StackStatusReason) ? "
+                                           "$states.result.Stacks[0].StackStatusReason : ''")},
+        )
+        unchanged = sfn.Choice(self, f"{key}Unchanged")
+        failed = sfn.Fail(self, f"{key}UpdateFailed", error="StackUpdateFailed",
+                          cause=jsonata(f"'{stack_name}: ' & $states.input.Cause"))
+        update.add_catch(unchanged, errors=["States.ALL"], outputs={"Cause": jsonata("$states.errorOutput.Cause")})
+        done = sfn.Pass(self, f"{key}Updated")
+        unchanged.when(sfn.Condition.jsonata("{% $contains($states.input.Cause, 'No updates are to be performed') %}"),
+                       done)
+        unchanged.otherwise(failed)
+        fail_on_error(self, describe, f"Describe{key}Failed", f"DescribeStacks of {stack_name}")
+        settled = sfn.Choice(self, f"{key}Settled")
+        settled.when(sfn.Condition.jsonata("{% $stackStatus = 'UPDATE_COMPLETE' %}"), done)
+        settled.when(sfn.Condition.jsonata("{% $contains($stackStatus, 'IN_PROGRESS') %}"), wait)
+        # UPDATE_ROLLBACK_COMPLETE, UPDATE_ROLLBACK_FAILED, UPDATE_FAILED: the old model serves on.
+        settled.otherwise(sfn.Fail(self, f"{key}RolledBack", error="StackUpdateFailed", cause=jsonata(
+            f"'{stack_name} ended in ' & $stackStatus & ': ' & $stackReason & '. The promotion stays recorded in "
+            f"{self.promotion_parameter}: the next deploy of the stage tries it again'")))
+        update.next(wait).next(describe).next(settled)
+        return StackUpdate(start=update, end=done)
+
+    def _stack_arn(self, stack_name: str) -> str:
+        return cdk.Stack.of(self).format_arn(service="cloudformation", resource="stack",
+                                             resource_name=f"{stack_name}/*")
 
     def _train(self, jobs: JobsConfig, endpoint: EndpointConfig, source: TrainingSourceBundle,
                execution_role: iam.IRole, artifacts: s3.IBucket, kms_key: kms.IKey) -> sfn.CustomState:
@@ -202,7 +266,8 @@ class FineTuneWorkflow(Construct):
         if not training_instance.local_nvme:
             resource_config["VolumeKmsKeyId"] = kms_key.key_arn
         training_arguments: dict[str, object] = {
-            "TrainingJobName": jsonata(f"'{name_prefix}-ft-' & $string($millis())"),
+            # ft-<millis in base 36>: short, because the promotion's tag goes into endpoint names.
+            "TrainingJobName": jsonata(f"'{name_prefix}-ft-' & $formatBase($millis(), 36)"),
             "RoleArn": execution_role.role_arn,
             "AlgorithmSpecification": {"TrainingImage": training_image, "TrainingInputMode": "File",
                                        "MetricDefinitions": list(contract.METRIC_DEFINITIONS)},
@@ -235,146 +300,45 @@ class FineTuneWorkflow(Construct):
             },
         })
 
-    def _create_model(self, endpoint: EndpointConfig, execution_role: iam.IRole) -> tasks.CallAwsService:
-        """CreateModel: the tuned model in the custom container, with the endpoint's own environment."""
-        serving_instance = INSTANCES[endpoint.instance_type]
-        serving_image = images.image_uri(self, "pytorch-inference", endpoint.pytorch_version,
-                                         accelerated=serving_instance.accelerated)
-        model_name = jsonata(f"'{self.name_prefix}-' & $substringAfter($trainingJob, '{self.name_prefix}-')")
-        return tasks.CallAwsService(
-            self, "CreateModel", service="sagemaker", action="createModel",
-            iam_resources=[self._sagemaker_arn("model", f"{self.name_prefix}-*")],
-            parameters={
-                "ModelName": model_name,
-                "ExecutionRoleArn": execution_role.role_arn,
-                "EnableNetworkIsolation": True,
-                "PrimaryContainer": {"Image": serving_image, "ModelDataUrl": jsonata("$modelData"),
-                                     "Environment": custom_container_environment(endpoint, serving_instance)},
-            },
-            assign={"modelName": model_name},
-        )
-
-    def _blue_green_rollout(self, endpoint: EmbeddingEndpoint, kms_key: kms.IKey) -> Rollout:
-        """A new endpoint config with the model, then a canary blue/green UpdateEndpoint."""
-        config = endpoint.config
-        configs = self._sagemaker_arn("endpoint-config", f"{self.name_prefix}-*")
-        endpoint_arn = self._sagemaker_arn("endpoint", endpoint.endpoint_name)
-        variant: dict[str, object] = {"VariantName": VARIANT_NAME, "ModelName": jsonata("$modelName"),
-                                      "InstanceType": config.instance_type,
-                                      "InitialInstanceCount": config.initial_instance_count}
-        create_config = tasks.CallAwsService(
-            self, "CreateEndpointConfig", service="sagemaker", action="createEndpointConfig",
-            iam_resources=[configs],
-            parameters={"EndpointConfigName": jsonata("$modelName"), "ProductionVariants": [variant],
-                        **({"KmsKeyId": kms_key.key_arn} if config.volume_kms_supported else {})},
-        )
-        update = tasks.CallAwsService(
-            self, "BlueGreenUpdate", service="sagemaker", action="updateEndpoint",
-            iam_resources=[endpoint_arn, configs],
-            parameters={
-                "EndpointName": endpoint.endpoint_name, "EndpointConfigName": jsonata("$modelName"),
-                "DeploymentConfig": {
-                    "BlueGreenUpdatePolicy": {
-                        "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": 300,
-                                                        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20}},
-                        "TerminationWaitInSeconds": 300, "MaximumExecutionTimeoutInSeconds": 3600},
-                    "AutoRollbackConfiguration": _auto_rollback(endpoint),
-                },
-            },
-        )
-        describe = self._describe("DescribeEndpoint", "describeEndpoint", endpoint_arn,
-                                  {"EndpointName": endpoint.endpoint_name},
-                                  status="EndpointStatus", live_model="EndpointConfigName")
-        return Rollout(updates=[create_config, update], describe=describe)
-
-    def _rolling_update_rollout(self, endpoint: EmbeddingEndpoint, component_name: str) -> Rollout:
-        """An endpoint that scales to zero hosts the model as an inference component: swap the
-        component's model with a rolling update that rolls back on the same alarms."""
-        component_arn = self._sagemaker_arn("inference-component", component_name)
-        update = tasks.CallAwsService(
-            self, "RollingUpdate", service="sagemaker", action="updateInferenceComponent",
-            # inference-component is its only resource type (Service Authorization Reference).
-            iam_resources=[component_arn],
-            parameters={
-                "InferenceComponentName": component_name,
-                "Specification": {"ModelName": jsonata("$modelName"),
-                                  "ComputeResourceRequirements": dict(endpoint.compute_requirements)},
-                "DeploymentConfig": {
-                    "RollingUpdatePolicy": {"MaximumBatchSize": {"Type": "COPY_COUNT", "Value": 1},
-                                            "WaitIntervalInSeconds": 120},
-                    "AutoRollbackConfiguration": _auto_rollback(endpoint),
-                },
-            },
-        )
-        describe = self._describe("DescribeInferenceComponent", "describeInferenceComponent", component_arn,
-                                  {"InferenceComponentName": component_name},
-                                  status="InferenceComponentStatus", live_model="Specification.ModelName")
-        return Rollout(updates=[update], describe=describe)
-
-    def _describe(self, construct_id: str, action: str, arn: str, parameters: dict[str, object], *,
-                  status: str, live_model: str) -> tasks.CallAwsService:
-        """Describe what the rollout updates: assigns its status, what it serves now (liveConfig,
-        named like the model) and the failure reason."""
-        return tasks.CallAwsService(
-            self, construct_id, service="sagemaker", action=action, iam_resources=[arn], parameters=parameters,
-            assign={"status": jsonata(f"$states.result.{status}"),
-                    "liveConfig": jsonata(f"$states.result.{live_model}"),
-                    "failure": jsonata("$states.result.FailureReason ? $states.result.FailureReason : ''")},
-        )
-
-    def _deployed_choice(self, record: tasks.CallAwsService, wait: sfn.Wait) -> sfn.Choice:
-        """InService with the new model → record it; InService with another → rolled back;
-        a terminal status → failed; anything else → wait again."""
-        deploy_failed = sfn.Fail(self, "DeployFailed", error="DeployFailed",
-                                 cause=jsonata("'the update ended in status ' & $status & ': ' & $failure"))
-        rolled_back = sfn.Fail(self, "RolledBack", error="RolledBack",
-                               cause=jsonata("'the endpoint rolled back to ' & $liveConfig & ' (an alarm fired)'"))
-        deployed = sfn.Choice(self, "Deployed")
-        deployed.when(sfn.Condition.jsonata("{% $status = 'InService' and $liveConfig = $modelName %}"),
-                      record.next(sfn.Succeed(self, "Promoted")))
-        deployed.when(sfn.Condition.jsonata("{% $status = 'InService' %}"), rolled_back)
-        # Every other status that no longer changes by itself ends the run; only the
-        # transitional ones (Creating, Updating, SystemUpdating, RollingBack, Deleting) wait.
-        terminal = ", ".join(f"'{s}'" for s in FAILED_STATUSES)
-        deployed.when(sfn.Condition.jsonata(f"{{% $status in [{terminal}] %}}"), deploy_failed)
-        deployed.otherwise(wait)
-        return deployed
-
-    def _grant_state_machine(self, execution_role: iam.IRole, endpoint: EmbeddingEndpoint,
-                             kms_key: kms.IKey) -> None:
+    def _grant_state_machine(self, execution_role: iam.IRole, kms_key: kms.IKey, artifacts: s3.IBucket,
+                             stacks_to_update: list[str], cloudformation_role_arn: str) -> None:
         role = self.state_machine.role
         grant_sync_job(role, self.name_prefix, "Training")
-        # The steps' own grants (CallAwsService iam_resources): per-run models and endpoint configs.
-        acknowledge_per_run_names(role, self.name_prefix, "model", "endpoint-config")
         # The training job runs with the execution role: PassRole, to SageMaker only.
         grant_pass_to_sagemaker(execution_role, role)
-        # Automatic rollback reads the alarms it watches: "Ensure that your IAM execution role has
-        # permission to perform the cloudwatch:DescribeAlarms action on the auto-rollback alarms"
-        # (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html).
+        # CopyObject: write the copy (the KeepModel step grants the read), under the stage key.
         role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["cloudwatch:DescribeAlarms"], resources=[a.alarm_arn for a in endpoint.rollback_alarms]))
-        if endpoint.inference_component_name is None and endpoint.config.volume_kms_supported:
-            # UpdateEndpoint onto a config with a KmsKeyId needs kms:CreateGrant
-            # (https://docs.aws.amazon.com/sagemaker/latest/dg/api-permissions-reference.html);
-            # the grant can only be for an AWS resource (SageMaker's instances), never for us.
-            role.add_to_principal_policy(iam.PolicyStatement(
-                actions=["kms:CreateGrant"], resources=[kms_key.key_arn],
-                conditions={"Bool": {"kms:GrantIsForAWSResource": True}}))
+            actions=["s3:PutObject"], resources=[artifacts.arn_for_objects(f"{PROMOTED_MODELS_PREFIX}*")]))
+        kms_key.grant_encrypt_decrypt(role)
+        for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
+            acknowledge(role, f"AwsSolutions-IAM5[Action::{action}]",
+                        "CopyObject decrypts the training output and encrypts the copy with the one stage key")
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::{artifacts_nag_arn(self._stage(), JOBS_PREFIX + 'training/*')}]",
+                    "reads the output of the training job this run started (per-run key)")
+        acknowledge(role, f"AwsSolutions-IAM5[Resource::{artifacts_nag_arn(self._stage(), PROMOTED_MODELS_PREFIX + '*')}]",
+                    "writes the promoted model under a per-promotion key")
+        for stack_name in stacks_to_update:
+            acknowledge(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudformation:<AWS::Region>:"
+                              f"<AWS::AccountId>:stack/{stack_name}/*]",
+                        "a stack ARN ends in its stack id, unknown until the stack exists: the name is exact")
+        # CloudFormation deploys with the CDK bootstrap's execution role, as `cdk deploy` does.
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["iam:PassRole"], resources=[cloudformation_role_arn],
+            conditions={"StringEquals": {"iam:PassedToService": "cloudformation.amazonaws.com"}}))
+
+    def _stage(self) -> str:
+        return self.name_prefix.removeprefix("semsearch-")
 
     def _sagemaker_arn(self, resource: str, name: str) -> str:
         return cdk.Stack.of(self).format_arn(service="sagemaker", resource=resource, resource_name=name)
 
 
 @dataclass(frozen=True)
-class Rollout:
-    """The steps that put the new model behind the endpoint, and the step that reads how it went."""
+class StackUpdate:
+    """The first and last states of one stack's update."""
 
-    updates: list[tasks.CallAwsService]
-    describe: tasks.CallAwsService
-
-
-def _auto_rollback(endpoint: EmbeddingEndpoint) -> dict[str, object]:
-    return {"Alarms": [{"AlarmName": a.alarm_name} for a in endpoint.rollback_alarms]}
+    start: sfn.IChainable
+    end: sfn.INextable
 
 
 def grant_pass_to_sagemaker(execution_role: iam.IRole, grantee: iam.IGrantable) -> iam.Grant:

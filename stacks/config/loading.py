@@ -220,7 +220,7 @@ def _build_stage(name: str, raw: Any, problems: list[str]) -> StageConfig | None
     for ep_name, ep_raw in raw_endpoints.items():
         ep_path = f"{path}.endpoints.{ep_name}"
         if not ENDPOINT_NAME_RE.match(ep_name):
-            problems.append(f"{ep_path}: bad endpoint name; allowed: lowercase letters, digits, '-' (max 31)")
+            problems.append(f"{ep_path}: bad endpoint name; allowed: lowercase letters, digits, '-', starting with a letter (max 20)")
         ep_raw, dimension = _stated_dimension(ep_raw, ep_path, problems)
         ep = _build(EndpointConfig, ep_raw, ep_path, problems)
         if ep is not None:

@@ -36,7 +36,9 @@ KNN_ENGINES = ("lucene", "faiss")
 HNSW_M_MAX = 100
 HNSW_EF_CONSTRUCTION_MAX = {"lucene": 3200, "faiss": 4096}
 SPACE_TYPES = ("cosinesimil", "innerproduct", "l2")
-ENDPOINT_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# Short enough that semsearch-<stage>-<name>-<version>-<promotion tag>-model (the
+# inference component of a scale-to-zero endpoint) stays within SageMaker's 63 characters.
+ENDPOINT_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _ARN_ROLE_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 
 

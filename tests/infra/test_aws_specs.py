@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +21,10 @@ from tests.infra.specs import botocore_api, callers, iam, states, tasks
 from tests.infra.specs.cfn_to_api import api_calls
 from tests.infra.specs.intrinsics import Templates
 
-VARIANTS = ["default", *SPEC_VARIANTS]
+#: "promoted": the default templates as CloudFormation resolves them after the fine-tune
+#: workflow promoted a model (the promotion parameters hold a tag instead of "none").
+VARIANTS = ["default", "promoted", *SPEC_VARIANTS]
+PROMOTION_TAG = "ft-mivq2c1s"  # what the workflow writes: ft- and base-36 milliseconds
 
 #: Representative start inputs per workflow (its docstring's contract), always with {}.
 START_INPUTS: dict[str, list[dict[str, Any]]] = {
@@ -34,17 +38,26 @@ START_INPUTS: dict[str, list[dict[str, Any]]] = {
 
 
 @functools.cache
-def _templates(app: Any) -> Templates:
+def _templates(app: Any, promoted: bool = False) -> Templates:
     by_stack = {}
     for child in app.node.children:
         if hasattr(child, "synth") and hasattr(child, "stage_name"):
             for stack in child.synth().stacks:
                 by_stack[stack.stack_name] = stack.template
-    return Templates(by_stack)
+    templates = Templates(by_stack)
+    if promoted:
+        names = [templates.resolve(s, r["Properties"]["Name"])
+                 for s, _, r in templates.all_resources("AWS::SSM::Parameter")]
+        promotions = [n for n in names if "/promoted/" in n]
+        assert promotions, "no promotion parameter in the templates"
+        templates = Templates(by_stack, ssm_values=dict.fromkeys(promotions, PROMOTION_TAG))
+    return templates
 
 
 @pytest.fixture(params=VARIANTS)
 def variant(request, variant_app) -> tuple[str, Templates]:
+    if request.param == "promoted":
+        return request.param, _templates(variant_app("default"), promoted=True)
     return request.param, _templates(variant_app(request.param))
 
 
@@ -102,8 +115,22 @@ def test_workflow_expressions_use_only_what_is_in_scope(variant):
     assert not findings, "\n".join(_unique(findings))
 
 
-#: A status still on its way somewhere: Creating, Updating, SystemUpdating, RollingBack, Deleting.
-TRANSITIONAL = re.compile(r"[a-z]ing(?=[A-Z]|$)")
+#: A status still on its way somewhere: Creating, Updating, SystemUpdating, RollingBack, Deleting,
+#: and CloudFormation's UPDATE_IN_PROGRESS, UPDATE_COMPLETE_CLEANUP_IN_PROGRESS, ...
+TRANSITIONAL = re.compile(r"[a-z]ing(?=[A-Z]|$)|_IN_PROGRESS$")
+
+
+def _status_members(shape: Any, result: dict[str, Any]) -> Iterator[tuple[str, list[str], Any]]:
+    """(member, its enum, a setter) for each ``*Status`` enum of a Describe* output: top-level,
+    or in the first element of a top-level list (DescribeStacks: Stacks[0].StackStatus)."""
+    for member, member_shape in shape.members.items():
+        if member.endswith("Status") and member_shape.enum:
+            yield member, member_shape.enum, lambda status, m=member: {**result, m: status}
+        elif member_shape.type_name == "list" and member_shape.member.type_name == "structure":
+            for inner, inner_shape in member_shape.member.members.items():
+                if inner.endswith("Status") and inner_shape.enum and result.get(member):
+                    yield (f"{member}[0].{inner}", inner_shape.enum,
+                           lambda status, m=member, i=inner: {**result, m: [{**result[m][0], i: status}]})
 
 
 def test_deploy_wait_ends_on_every_terminal_status(variant):
@@ -121,11 +148,10 @@ def test_deploy_wait_ends_on_every_terminal_status(variant):
                     "Type") != "Choice":
                 continue
             output = botocore_api.operation(api.service, api.operation).output_shape
-            for member, shape in output.members.items():
-                if not member.endswith("Status") or not shape.enum:
-                    continue
-                for status in shape.enum:
-                    result = {**tasks.representative_result(call, {}), member: status}
+            sample = tasks.representative_result(call, {})
+            for member, enum, with_status in _status_members(output, sample):
+                for status in enum:
+                    result = with_status(status)
                     bound = {**call.variables, **{
                         k: states.evaluate(v.strip()[2:-2], {**call.variables, "states": {
                             "input": {}, "result": result, "context": {}}})
@@ -212,6 +238,7 @@ def _callers(templates: Templates) -> list[callers.Caller]:
             handler = fn_props.get("Handler", "")
             if handler.startswith("search_glue."):
                 requests = callers.glue_requests(domain_arn, props["ConnectorRoleArn"], f"{fn_stack}/{fn_id}")
+                requests += [r for _, _, r in callers.glue_serving_calls(props, f"{fn_stack}/{fn_id}")]
             elif handler.startswith("bulk_loader."):
                 requests = callers.loader_requests(domain_arn, bucket, key_arn,
                                                    fn_props["Environment"]["Variables"]["INDEX_NAME"],
@@ -237,6 +264,20 @@ def test_every_runtime_call_is_allowed_by_the_callers_role(variant):
             elif not iam.allowed(statements, request):
                 problems.append(f"{caller.name} as {caller.role_arn.rsplit('/', 1)[1]}: denied {request}")
     assert not problems, f"{name}:\n" + "\n".join(_unique(problems))
+
+
+def test_glue_sagemaker_calls_are_valid_api_requests(variant):
+    """serving.py's calls (granted above, with the caller table) as botocore takes them."""
+    from search_glue import serving
+
+    _, templates = variant
+    glues = templates.all_resources("Custom::NeuralSearch")
+    assert glues
+    for stack, _, glue in glues:
+        calls = callers.glue_serving_calls(templates.resolve(stack, glue["Properties"]), stack)
+        assert [operation for operation, _, _ in calls] == list(serving.OPERATIONS)
+        problems = [p for operation, params, _ in calls for p in botocore_api.validate("sagemaker", operation, params)]
+        assert not problems, "\n".join(problems)
 
 
 def test_connector_role_trusts_opensearch_calling_from_this_domain(variant):

@@ -128,12 +128,15 @@ def test_custom_flavor_synthesizes_the_pytorch_container(tmp_path):
     template = assertions.Template.from_stack(app.node.find_child("dev").model)
     (model,) = template.find_resources("AWS::SageMaker::Model").values()
     container = model["Properties"]["PrimaryContainer"]
-    assert container["ModelDataUrl"] == "s3://my-models-bucket/minilm/model.tar.gz"
+    # The configured model, unless the fine-tune workflow promoted one (read at deploy time).
+    condition, _promoted, configured = container["ModelDataUrl"]["Fn::If"]
+    assert condition.startswith("PromotioncpuPromoted")
+    assert configured == "s3://my-models-bucket/minilm/model.tar.gz"
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
     assert container["Environment"]["SAGEMAKER_MODEL_SERVER_WORKERS"] == "1"
     assert container["Environment"]["SEMSEARCH_THREADS"] == "4"  # ml.c6i.xlarge
     assert container["Image"]["Fn::FindInMap"][0].startswith("ImagePytorchInference")
-    assert model["Properties"]["EnableNetworkIsolation"] is True
+    assert model["Properties"]["EnableNetworkIsolation"]["Fn::If"][1:] == [True, True]
     mapping = template.to_json()["Mappings"][container["Image"]["Fn::FindInMap"][0]]
     assert "pytorch-inference:2.6.0-cpu-py312" in mapping["us-east-1"]["uri"]
 

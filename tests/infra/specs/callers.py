@@ -43,12 +43,16 @@ MANAGED_POLICIES = {
 }
 
 SAGEMAKER_PASS = {"iam:PassedToService": "sagemaker.amazonaws.com"}
+CLOUDFORMATION_PASS = {"iam:PassedToService": "cloudformation.amazonaws.com"}
+STACK_ID = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
 STEP_FUNCTIONS_SAGEMAKER_DOC = "https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html"
 LAMBDA_VPC_DOC = "https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html#configuration-vpc-permissions"
 SAGEMAKER_ROLE_DOC = "https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html#sagemaker-roles-createmodel-perms"
 
 
 def arn(service: str, resource: str, *, region: str = REGION, account: str = ACCOUNT) -> str:
+    if service == "s3":  # bucket and object ARNs name no region or account
+        return f"arn:{PARTITION}:s3:::{resource}"
     return f"arn:{PARTITION}:{service}:{region}:{account}:{resource}"
 
 
@@ -77,6 +81,12 @@ TASK_RESOURCES: dict[tuple[str, str], list[tuple[str, str]]] = {
                                                    "sagemaker:inference-component/{InferenceComponentName}")],
     ("ssm", "GetParameter"): [("ssm:GetParameter", "ssm:parameter/{Name}")],
     ("ssm", "PutParameter"): [("ssm:PutParameter", "ssm:parameter/{Name}")],
+    # A stack ARN ends in the stack's id.
+    ("cloudformation", "UpdateStack"): [("cloudformation:UpdateStack", f"cloudformation:stack/{{StackName}}/{STACK_ID}")],
+    ("cloudformation", "DescribeStacks"): [("cloudformation:DescribeStacks",
+                                            f"cloudformation:stack/{{StackName}}/{STACK_ID}")],
+    # Read the source, write the copy (S3 API Reference, CopyObject: "Permissions").
+    ("s3", "CopyObject"): [("s3:GetObject", "s3:{CopySource}"), ("s3:PutObject", "s3:{Bucket}/{Key}")],
     # .sync (STEP_FUNCTIONS_SAGEMAKER_DOC; aws-stepfunctions-tasks/lib/sagemaker/create-*-job.ts):
     # create, describe and stop the job, list and add its tags, and the managed rule.
     ("sagemaker", "CreateTrainingJob"): [(f"sagemaker:{a}", "sagemaker:training-job/{TrainingJobName}") for a in
@@ -124,6 +134,10 @@ def task_requests(call: TaskCall, key_arns: dict[str, str], alarm_arns: dict[str
         if member in params:
             requests.append(Request("iam:PassRole", str(params[member]), SAGEMAKER_PASS,
                                     why=f"{why} passes {member} ({STEP_FUNCTIONS_SAGEMAKER_DOC})"))
+    if api.service == "cloudformation" and "RoleARN" in params:
+        # "To pass a role to CloudFormation, you need iam:PassRole" (CloudFormation service role docs).
+        requests.append(Request("iam:PassRole", str(params["RoleARN"]), CLOUDFORMATION_PASS,
+                                why=f"{why} passes RoleARN"))
     rollback = params.get("DeploymentConfig", {}).get("AutoRollbackConfiguration", {})
     for alarm in rollback.get("Alarms", []):
         # SageMaker reads the rollback alarms as the caller of the update:
@@ -215,6 +229,35 @@ def glue_requests(domain_arn: str, connector_role_arn: str, why: str) -> list[Re
     requests.append(Request("iam:PassRole", connector_role_arn, {"iam:PassedToService": "es.amazonaws.com"},
                             why=f"{why}: creates the ml-commons connector with the connector role"))
     return requests
+
+
+#: lambda/search_glue/serving.py (its OPERATIONS): retiring the endpoint of an old model
+#: version. SageMaker operation -> (IAM action, ARN template over the request's members).
+GLUE_SERVING: dict[str, tuple[str, str]] = {
+    "DescribeInferenceComponent": ("sagemaker:DescribeInferenceComponent",
+                                   "sagemaker:inference-component/{InferenceComponentName}"),
+    "DeleteInferenceComponent": ("sagemaker:DeleteInferenceComponent",
+                                 "sagemaker:inference-component/{InferenceComponentName}"),
+    "DescribeEndpoint": ("sagemaker:DescribeEndpoint", "sagemaker:endpoint/{EndpointName}"),
+    "DeleteEndpoint": ("sagemaker:DeleteEndpoint", "sagemaker:endpoint/{EndpointName}"),
+}
+
+
+def glue_serving_calls(props: dict[str, Any], why: str) -> list[tuple[str, dict[str, Any], Request]]:
+    """(operation, request, what it needs) for each SageMaker call of serving.py, on an old
+    model version's names: ``<Name>-<endpoint>-<version>`` as the model stack names them
+    (the version is the old one, so no template holds it), and its inference component
+    (an old version may have had one where the current has none)."""
+    from stacks.names import inference_component_name
+
+    endpoint = f"{props['Name']}-cpu-0a1b2c3d"
+    members = {"EndpointName": endpoint, "InferenceComponentName": inference_component_name(endpoint)}
+    calls = []
+    for operation, (action, template) in GLUE_SERVING.items():
+        member = re.search(r"\{(\w+)\}", template).group(1)  # type: ignore[union-attr]
+        calls.append((operation, {member: members[member]},
+                      Request(action, _fill(template, members), why=f"{why}: retires an old endpoint")))
+    return calls
 
 
 def loader_requests(domain_arn: str, bucket: str, key_arn: str, index: str, why: str) -> list[Request]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 REGION = "us-east-1"
@@ -37,6 +37,9 @@ class Templates:
     """All templates of one synthesized app variant, by stack name."""
 
     by_stack: dict[str, dict[str, Any]]
+    #: Values of SSM parameters that a workflow writes at run time (a promotion's tag), by name;
+    #: any other SSM parameter has the value its AWS::SSM::Parameter resource gives it.
+    ssm_values: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.exports: dict[str, tuple[str, Any]] = {}
@@ -137,9 +140,22 @@ class Templates:
         template = self.by_stack[stack]
         if name in template.get("Parameters", {}):
             parameter = template["Parameters"][name]
+            if str(parameter.get("Type", "")).startswith("AWS::SSM::Parameter::Value<") and "Default" in parameter:
+                return self.ssm_value(parameter["Default"])
             return parameter.get("Default", f"{name}-value")
         resource = template["Resources"][name]
         return _ref_value(stack, name, resource["Type"], resource.get("Properties", {}), self)
+
+    def ssm_value(self, name: str) -> Any:
+        """What an SSM parameter type resolves to at deploy time: CloudFormation reads the
+        parameter then, so its value is the one the stack that writes it (deployed earlier) set."""
+        if name in self.ssm_values:
+            return self.ssm_values[name]
+        for stack, _, resource in self.all_resources("AWS::SSM::Parameter"):
+            props = resource.get("Properties", {})
+            if self.resolve(stack, props.get("Name")) == name:
+                return self.resolve(stack, props["Value"])
+        return name  # written outside these stacks (the CDK bootstrap version): its name stands in
 
     def get_att(self, stack: str, logical_id: str, attribute: str) -> Any:
         resource = self.by_stack[stack]["Resources"][logical_id]

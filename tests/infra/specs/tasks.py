@@ -96,6 +96,9 @@ def representative_result(call: TaskCall, handlers: dict[str, str]) -> Any:
     elif (api.service, operation) == ("ssm", "GetParameter"):
         result["Parameter"] = {"Name": args.get("Name"), "Type": "String", "Version": 2,
                                "Value": "semsearch-dev-ft-1767614400000"}
+    elif (api.service, operation) == ("cloudformation", "DescribeStacks"):
+        result["Stacks"] = [{"StackName": args.get("StackName", "example"), "StackStatus": "UPDATE_COMPLETE",
+                             "CreationTime": "2026-01-05T13:00:00Z"}]
     elif operation == "DescribeEndpoint":
         result.update(EndpointConfigName="semsearch-dev-ft-1767614400000")
     elif operation == "DescribeInferenceComponent":
