@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from semsearch.errors import UsageError
@@ -87,7 +88,10 @@ class Defaults:
     """What the config deploys for one stage: the endpoint its connector fronts."""
 
     stage: str
+    #: The endpoint of the model version the config deploys (before any promotion).
     endpoint_name: str
+    #: The SSM parameter holding the endpoint that serves now (a promotion moves it).
+    serving_parameter: str
     region: str
     flavor: str
     instance_type: str
@@ -114,18 +118,35 @@ def stage_defaults(stage: str | None, cdk_json: Path = CDK_JSON) -> Defaults:
         raise UsageError(str(e).replace("\n", " ")) from None
     # The names and limits the stacks deploy, from the definitions the stacks use (no CDK import).
     from stacks.catalog import INSTANCES
-    from stacks.containers import custom_container_environment, tei_container_environment
-    from stacks.names import endpoint_name, inference_component_name
+    from stacks.containers import custom_container_environment, model_version, tei_container_environment
+    from stacks.names import inference_component_name, serving_parameter, versioned_endpoint_name
 
     endpoint = config.connector_endpoint
     instance = INSTANCES[endpoint.instance_type]
-    name_of_endpoint = endpoint_name(config.name, config.search.endpoint)
+    name_of_endpoint = versioned_endpoint_name(config.name, config.search.endpoint, model_version(endpoint))
     hours = active_hours(config.ops.active_hours_utc)
     component = inference_component_name(name_of_endpoint) if hours else None
     limits = {"tei": int(tei_container_environment(endpoint)["MAX_CLIENT_BATCH_SIZE"]),
               "custom": int(custom_container_environment(endpoint, instance)["SEMSEARCH_MAX_BATCH"])}
-    return Defaults(stage=config.name, endpoint_name=name_of_endpoint, region=config.region, flavor=endpoint.flavor,
+    return Defaults(stage=config.name, endpoint_name=name_of_endpoint,
+                    serving_parameter=serving_parameter(config.name, config.search.endpoint, "endpoint"),
+                    region=config.region, flavor=endpoint.flavor,
                     instance_type=endpoint.instance_type, inference_component=component, batch_limits=limits)
+
+
+def serving_endpoint(ssm: Any, defaults: Defaults) -> tuple[str, str | None]:
+    """(endpoint, inference component) that serve the stage now: the model stack records them
+    in SSM at every deploy, a promoted fine-tune included."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from stacks.names import inference_component_name
+
+    try:
+        name = str(ssm.get_parameter(Name=defaults.serving_parameter)["Parameter"]["Value"])
+    except (ClientError, BotoCoreError) as e:
+        raise UsageError(f"stage {defaults.stage!r}: cannot read {defaults.serving_parameter} (is the stage deployed, "
+                         f"in this account and region?): {e}") from None
+    return name, inference_component_name(name) if defaults.inference_component else None
 
 
 def request_body(flavor: str, texts: list[str]) -> bytes:
@@ -442,8 +463,12 @@ def run(args) -> int:
         from botocore.config import Config
 
         endpoint = args.endpoint or defaults.endpoint_name
+        region = args.region or defaults.region or None
+        if args.stage and not args.endpoint:
+            endpoint, served_component = serving_endpoint(boto3.client("ssm", region_name=region), defaults)
+            component = args.inference_component or served_component
         config = Config(max_pool_connections=max(10, args.concurrency), retries={"mode": "standard", "max_attempts": 1})
-        client = boto3.client("sagemaker-runtime", region_name=args.region or defaults.region or None,
+        client = boto3.client("sagemaker-runtime", region_name=region,
                               endpoint_url=args.endpoint_url, config=config)
         make_sender = endpoint_sender_factory(client, endpoint, inference_component=component)
         target = f"sagemaker:{endpoint}"

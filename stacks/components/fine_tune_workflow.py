@@ -31,7 +31,7 @@ from stacks.config import EndpointConfig, JobsConfig
 from stacks.containers import model_version
 from stacks.nag import acknowledge
 from stacks.names import PROMOTED_MODELS_PREFIX, promotion_parameter
-from stacks.storage_stack import artifacts_bucket_name, artifacts_nag_arn
+from stacks.storage_stack import artifacts_nag_arn
 from training_code import contract
 
 TRAINING_PREFIX = "training/"

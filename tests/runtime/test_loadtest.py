@@ -10,6 +10,7 @@ import http.server
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -25,17 +26,20 @@ from botocore.stub import Stubber
 from inference_code.embedder import load_tokenizer, token_ids
 from inference_code.model_info import read_model_info
 from inference_code.onnx_export import ONNX_SUBDIR, onnx_path
+from semsearch.errors import UsageError
 from semsearch.loadtest import (
     INFERENCE_COMPONENT_HEADER,
     _percentile,
     build_bodies,
     endpoint_sender_factory,
     loadtest,
+    serving_endpoint,
     stage_defaults,
     url_sender_factory,
 )
 from semsearch.serve import start_server
 from stacks.config import load_config
+from stacks.containers import model_version
 from tests.conftest import free_port
 from tests.infra.specs import botocore_api
 
@@ -227,13 +231,16 @@ def test_a_batch_over_the_flavors_limit_is_refused_before_sending(flavor, batch,
                      "--concurrency", "1", "--batch-size", str(batch))
     assert result.returncode == 2 and result.stdout == ""
     assert (f"--batch-size {batch} is over the {flavor} flavor's limit of {limit} texts per request ({name} of "
-            "stage 'dev', endpoint semsearch-dev-cpu)") in result.stderr
+            "stage 'dev', endpoint semsearch-dev-cpu-") in result.stderr
 
 
 def test_stage_defaults_follow_the_config(tmp_path):
     prod = stage_defaults("prod")
+    version = model_version(load_config({**json.loads((REPO / "cdk.json").read_text())["context"], "stage": "prod"})
+                            .stage("prod").endpoints["gpu"])
     assert (prod.stage, prod.endpoint_name, prod.flavor, prod.instance_type, prod.inference_component) == (
-        "prod", "semsearch-prod-gpu", "tei", "ml.g5.xlarge", None)
+        "prod", f"semsearch-prod-gpu-{version}", "tei", "ml.g5.xlarge", None)
+    assert prod.serving_parameter == "/semsearch-prod/gpu/serving-endpoint"
     # A stage that scales to zero hosts its model as an inference component, named on every request.
     cdk_json = json.loads((REPO / "cdk.json").read_text())
     cdk_json["context"]["stages"]["dev"]["ops"] = {"active_hours_utc": "07-19"}
@@ -242,7 +249,8 @@ def test_stage_defaults_follow_the_config(tmp_path):
     cdk_json["context"]["stages"]["dev"]["endpoints"]["cpu"]["max_client_batch_size"] = 16
     (tmp_path / "cdk.json").write_text(json.dumps(cdk_json))
     dev = stage_defaults(None, tmp_path / "cdk.json")
-    assert (dev.stage, dev.flavor, dev.inference_component) == ("dev", "custom", "semsearch-dev-cpu-model")
+    assert (dev.stage, dev.flavor, dev.inference_component) == ("dev", "custom", f"{dev.endpoint_name}-model")
+    assert re.fullmatch(r"semsearch-dev-cpu-[0-9a-f]{8}", dev.endpoint_name)
     assert dev.batch_limits == {"tei": 16, "custom": 128}
 
 
@@ -253,7 +261,28 @@ def test_stage_defaults_need_no_cdk():
             "print(d.endpoint_name, d.batch_limits['tei'], 'aws_cdk' in sys.modules, 'jsii' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["semsearch-dev-cpu", "32", "False", "False"]
+    name, limit, cdk_loaded, jsii_loaded = result.stdout.split()
+    assert re.fullmatch(r"semsearch-dev-cpu-[0-9a-f]{8}", name) and (limit, cdk_loaded, jsii_loaded) == (
+        "32", "False", "False")
+
+
+def test_a_stage_is_load_tested_on_the_endpoint_that_serves_it_now(tmp_path):
+    """After a promotion the stage serves on another endpoint: --stage reads the one the model
+    stack recorded (SSM), checked against botocore's model; an undeployed stage is a clear error."""
+    cdk_json = json.loads((REPO / "cdk.json").read_text())
+    cdk_json["context"]["stages"]["dev"]["ops"] = {"active_hours_utc": "07-19"}
+    (tmp_path / "cdk.json").write_text(json.dumps(cdk_json))
+    defaults = stage_defaults("dev", tmp_path / "cdk.json")
+    ssm = boto3.client("ssm", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    promoted = f"{defaults.endpoint_name}-ft-mivq2c1s"
+    with Stubber(ssm) as stub:
+        stub.add_response("get_parameter", {"Parameter": {"Name": defaults.serving_parameter, "Value": promoted}},
+                          {"Name": "/semsearch-dev/cpu/serving-endpoint"})
+        assert serving_endpoint(ssm, defaults) == (promoted, f"{promoted}-model")
+        stub.add_client_error("get_parameter", "ParameterNotFound", "not found",
+                              expected_params={"Name": "/semsearch-dev/cpu/serving-endpoint"})
+        with pytest.raises(UsageError, match="cannot read /semsearch-dev/cpu/serving-endpoint"):
+            serving_endpoint(ssm, defaults)
 
 
 def test_connection_failures_are_counted_too(tmp_path):
