@@ -597,7 +597,12 @@ def _hand_alias_back(client: OpenSearch, names: Names) -> None:
 
 def teardown(client: OpenSearch, names: Names, only: set[str] | frozenset[str] = frozenset(KINDS)) -> None:
     """Remove the objects of this physical id (the kinds in ``only``) in dependency order;
-    404 counts as done."""
+    404 counts as done.
+
+    A connector or model group that ml-commons refuses to delete (409: models still use it)
+    does not stop the rest: every other object goes, then StepError names what stays and the
+    models that hold it (``_delete_in_use``).
+    """
     if "index" in only:
         _hand_alias_back(client, names)
         client.call("delete_index", "DELETE", f"/{names.index}", ok=(404,))
@@ -612,19 +617,98 @@ def teardown(client: OpenSearch, names: Names, only: set[str] | frozenset[str] =
             for model in find_all(client, "delete_model", "models", names.model_for(kind.removesuffix("_model"))):
                 undeploy(client, model["id"])
                 _delete_model(client, model["id"])
+    kept: list[str] = []
     for kind in ("query_connector", "connector"):
         if kind in only:
-            for connector in find_all(client, "delete_connector", "connectors",
-                                      names.connector_for(kind.removesuffix("_connector"))):
-                client.call("delete_connector", "DELETE", f"/_plugins/_ml/connectors/{connector['id']}", ok=(404,))
+            text_kind = kind.removesuffix("_connector")
+            for connector in find_all(client, "delete_connector", "connectors", names.connector_for(text_kind)):
+                kept += _delete_in_use(client, "delete_connector", "connector", connector["id"], "connector_id",
+                                       ours={names.model_for(text_kind)})
     if "model_group" in only:
         for group in find_all(client, "delete_model_group", "model_groups", names.model_group):
-            client.call("delete_model_group", "DELETE", f"/_plugins/_ml/model_groups/{group['id']}", ok=(404,))
+            kept += _delete_in_use(client, "delete_model_group", "model_group", group["id"], "model_group_id",
+                                   ours={names.model_for(kind) for kind in TEXT_KINDS})
     if "search_role" in only:
         _delete_role(client, names.search_role)
     if "loader_role" in only:
         _delete_role(client, names.loader_role)
+    if kept:
+        raise StepError("teardown", f"{names.physical_id}: everything else removed, but " + "; ".join(kept), 409)
     log.info("teardown: %s removed (%s)", names.physical_id, ", ".join(k for k in KINDS if k in only))
+
+
+# A delete that ml-commons refuses while our models use the object is tried this many times,
+# each retry after removing the models it named: progress, never a wait.
+DELETE_ATTEMPTS = 3
+# ml-commons 2.19's 409 for a connector: "<n> models are still using this connector, please
+# delete or update the models first: [<id>, <id>]" (the ids of its search's first 10 hits).
+LISTED_MODELS = re.compile(r"models are still using this connector[^\[]*\[([^\]]*)\]")
+# A model group's 409 names no models: "Cannot delete the model group when it has associated model versions".
+
+
+def _delete_in_use(client: OpenSearch, step: str, kind: str, object_id: str, field: str,
+                   ours: set[str]) -> list[str]:
+    """Delete a connector or model group; [] once gone, else one line on why it stays.
+
+    ml-commons answers 409 while its model index holds models it counts as users: models
+    whose ``field`` matches the id. Ours (``field`` exactly this id and one of our names: a
+    model the name search missed, or one registered since) are undeployed and deleted, then
+    the delete is tried again. Any other model is never touched: one another stack registered
+    on our object, or, for a connector, one that only ml-commons counts: it finds users with
+    a match query on connector_id, a text field, where an id is the words between its '-', so
+    a model on any connector whose id shares one of those words with ours holds ours too.
+    """
+    path = f"/_plugins/_ml/{kind}s/{object_id}"
+    for attempt in range(1, DELETE_ATTEMPTS + 1):
+        status, refusal = client.call(step, "DELETE", path, ok=(404, 409))
+        if status != 409:
+            return []
+        users = _models_matching(client, step, field, object_id)
+        mine = [m for m in users if m.get(field) == object_id and m.get("name") in ours]
+        if not mine or attempt == DELETE_ATTEMPTS:
+            break
+        for model in mine:
+            log.warning("%s: model %s (%s) still uses %s %s; removing it first", step, model["id"],
+                        model.get("name"), kind, object_id)
+            undeploy(client, model["id"])
+            _delete_model(client, model["id"])
+    return [_still_used(client, step, kind, object_id, field, ours, refusal, users)]
+
+
+def _models_matching(client: OpenSearch, step: str, field: str, value: str) -> list[dict[str, Any]]:
+    """The models ml-commons' own check finds: a match query on ``field`` (exact for a keyword field)."""
+    query = {"size": 1000, "query": {"match": {field: value}}}
+    status, body = client.call(step, "POST", "/_plugins/_ml/models/_search", query, ok=(404,))
+    if status == 404:
+        return []
+    return [{"id": hit["_id"], **hit["_source"]} for hit in body["hits"]["hits"]]
+
+
+def _still_used(client: OpenSearch, step: str, kind: str, object_id: str, field: str, ours: set[str],
+                refusal: Any, users: list[dict[str, Any]]) -> str:
+    """Why ``object_id`` stays: each model ml-commons counts, and whose it is."""
+    reason = json.dumps(refusal)
+    listed = LISTED_MODELS.search(reason)
+    found = {m["id"]: m for m in users}
+    ids = [i.strip() for i in listed.group(1).split(",") if i.strip()] if listed else list(found)
+    parts = []
+    for model_id in ids:
+        model = found.get(model_id)
+        if model is None:
+            status, body = client.call(step, "GET", f"/_plugins/_ml/models/{model_id}", ok=(403, 404))
+            model = body if status == 200 else None
+        if model is None:
+            parts.append(f"{model_id} ({'gone since' if status == 404 else 'not readable by the glue'})")
+        elif model.get(field) != object_id:
+            parts.append(f"{model_id} ({model.get('name')}, on {kind} {model.get(field)}: another {kind} whose id "
+                         f"shares a '-'-separated word with {object_id}; ml-commons matches {field} as text)")
+        elif model.get("name") not in ours:
+            parts.append(f"{model_id} ({model.get('name')}: not ours, never deleted here)")
+        else:
+            parts.append(f"{model_id} ({model.get('name')}: ours, still there after {DELETE_ATTEMPTS} deletes)")
+    held = ", ".join(parts) or f"none found ({reason[:300]})"
+    return (f"{kind} {object_id} not deleted: ml-commons counts models as still using it: {held}. "
+            f"Once they are gone, DELETE /_plugins/_ml/{kind}s/{object_id} (or this Delete again) removes it")
 
 
 def _delete_model(client: OpenSearch, model_id: str) -> None:

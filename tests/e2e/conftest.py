@@ -60,11 +60,26 @@ def invocation_url(handle: Any, name: str = ENDPOINT_NAME) -> str:
     return f"http://127.0.0.1:{handle.port}/endpoints/{name}/invocations"
 
 
+def current_test() -> str:
+    """The test function pytest is running (set up, calling or tearing down), parameters left out."""
+    running = os.environ.get("PYTEST_CURRENT_TEST", "")
+    return running.rsplit(" (", 1)[0].split("[", 1)[0]
+
+
 @pytest.fixture(scope="session")
 def make_props(opensearch, endpoint) -> Callable[..., dict[str, Any]]:
-    """Custom-resource properties for a stack called ``name`` on the session node."""
+    """Custom-resource properties for a stack called ``name`` on the session node.
+
+    A name belongs to one test function (a module fixture's to the test that set it up): two
+    tests with one name would share the physical id, and whatever one left behind would be
+    found, adopted or refused in the other.
+    """
+    owners: dict[str, str] = {}
 
     def make(name: str, **overrides: Any) -> dict[str, Any]:
+        owner = owners.setdefault(name, current_test())
+        if owner != current_test():
+            raise AssertionError(f"stack name {name!r} is {owner}'s already: give this test its own")
         return glue_properties(connection=opensearch, endpoint_url=invocation_url(endpoint), access_key=ACCESS_KEY,
                                secret_key=SECRET_KEY, dimension=384, space_type="innerproduct", name=name,
                                index=f"{name}-docs", **overrides)

@@ -10,7 +10,7 @@ import pytest
 
 from semsearch.errors import UsageError
 from semsearch.local.ingest import BulkError, bulk_ingest, read_corpus
-from semsearch.local.stack import REGION, glue_properties, run_custom_resource
+from semsearch.local.stack import REGION, run_custom_resource
 from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY, invocation_url
 
 
@@ -35,17 +35,17 @@ def test_failing_items_are_retried_then_surfaced(opensearch, bulk_stack, dev_pai
     assert opensearch.request("GET", f"/{bulk_stack}/_count")[1]["count"] == 20
 
 
-def test_endpoint_outage_is_retried_until_it_returns(opensearch, model_dir, dev_pairs):
+def test_endpoint_outage_is_retried_until_it_returns(opensearch, make_props, model_dir, dev_pairs):
     """The endpoint disappears mid-ingest and comes back on the same port: nothing is lost."""
     from semsearch.serve import start_server
 
     server = start_server(model_dir, name="flaky", region=REGION, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
     port = server.port
-    props = glue_properties(connection=opensearch, endpoint_url=invocation_url(server, "flaky"), access_key=ACCESS_KEY,
-                            secret_key=SECRET_KEY, dimension=384, space_type="innerproduct", name="e2e-flaky",
-                            index="e2e-flaky-docs", MaxRetryTimes=0)
-    result = run_custom_resource("Create", props)
-    server.stop()
+    props = make_props("e2e-flaky", EndpointUrl=invocation_url(server, "flaky"), MaxRetryTimes=0)
+    try:
+        result = run_custom_resource("Create", props)
+    finally:
+        server.stop()
     restarted = []
 
     def come_back() -> None:
@@ -63,9 +63,11 @@ def test_endpoint_outage_is_retried_until_it_returns(opensearch, model_dir, dev_
         assert opensearch.request("GET", "/e2e-flaky-docs/_count")[1]["count"] == 40
     finally:
         thread.join()
-        run_custom_resource("Delete", props, physical_id=result["PhysicalResourceId"])
-        for handle in restarted:
-            handle.stop()
+        try:
+            run_custom_resource("Delete", props, physical_id=result["PhysicalResourceId"])
+        finally:  # the endpoint stops even when the Delete fails: its port is this test's alone
+            for handle in restarted:
+                handle.stop()
 
 
 def test_corpus_lines_are_checked(tmp_path):

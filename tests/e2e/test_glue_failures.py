@@ -223,7 +223,7 @@ def test_role_mapping_403_names_the_missing_grant(opensearch, make_props, limite
 def test_connector_403_names_the_missing_grant(opensearch, make_props, limited_user):
     user, password = limited_user
     with pytest.raises(GlueFailure) as info:
-        run_custom_resource("Create", make_props("e2e-fgac", Username=user, Password=password))
+        run_custom_resource("Create", make_props("e2e-fgac-conn", Username=user, Password=password))
     message = str(info.value)
     assert message.startswith("connector: ") and "HTTP 403" in message
     assert "iam:PassRole" in message and "ml_full_access" in message
