@@ -117,19 +117,14 @@ def test_a_model_in_our_group_the_name_search_missed_goes_before_the_group(node,
     assert node.models == {} and node.groups == {}
 
 
-def test_a_model_on_a_connector_whose_id_shares_a_word_is_never_deleted(node):
+def test_a_connector_only_another_connector_s_model_holds_is_left_empty_and_delete_succeeds(node):
+    """ml-commons' text match counts a model on zz-shared as a user of c1-shared: nothing uses
+    ours really, so the Delete succeeds and leaves the empty connector; their model is untouched."""
     node.connectors["c1-shared"] = PID
     node.model("theirs", "someone-else", "zz-shared")
-    with pytest.raises(StepError) as info:
-        steps.teardown(node, NAMES)
+    steps.teardown(node, NAMES)
     assert "theirs" in node.models  # never touched
     assert node.connectors == {"c1-shared": PID} and node.groups == {}  # everything else went
-    assert info.value.step == "teardown" and info.value.status == 409
-    assert str(info.value) == (
-        f"teardown: {PID}: everything else removed, but connector c1-shared not deleted: ml-commons counts models "
-        "as still using it: theirs (someone-else, on connector zz-shared: another connector whose id shares a "
-        "'-'-separated word with c1-shared; ml-commons matches connector_id as text). Once they are gone, "
-        "DELETE /_plugins/_ml/connectors/c1-shared (or this Delete again) removes it")
 
 
 def test_a_model_of_another_name_on_our_connector_is_never_deleted(node):
