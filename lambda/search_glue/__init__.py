@@ -31,7 +31,10 @@ are re-embedded into the new one (``_reindex`` through the new ingest pipeline),
 and only then does the alias move (reembed.py). CloudFormation's follow-up Delete of the
 old id removes the old objects but keeps the old index, retired, for
 RetiredIndexHours (the watchdog deletes it after); a rollback hands the alias back
-to the retired index (re-embedding what the new one received meanwhile).
+to the retired index (re-embedding what the new one received meanwhile). When the
+change moved to a new SageMaker endpoint (the old one CloudFormation kept), that Delete
+retires the old endpoint and its inference component once no connector invokes them
+(serving.py; the watchdog finishes what SageMaker could not delete yet).
 
 No Delete removes documents that may exist nowhere else: it deletes an index only when it
 holds no documents. Any other index it keeps, retired ("<IndexName>-retired", writes

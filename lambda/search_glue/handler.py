@@ -3,14 +3,17 @@
 on_event   Create/Update: settings, role mappings, model group, and per text kind (passage;
            query too for an asymmetric model) connector, register, deploy request.
            Delete: the whole teardown, except an index with documents: that one is
-           kept, retired, for a person to delete (reembed.retire_or_delete_index).
-           Returns the physical id.
+           kept, retired, for a person to delete (reembed.retire_or_delete_index);
+           after a re-embed moved the alias away, the old SageMaker endpoint is
+           retired too (serving.retire_endpoint; never fails the Delete).
+           Returns the physical id (and, under "Serving", what became of the endpoint).
 is_complete  waits for DEPLOYED, then the _predict smoke tests (dimension check), ingest
            pipeline (passage model), search pipeline (query model, hybrid normalization),
            k-NN index (that pipeline as its default), alias. Returns the outputs (Data).
 watchdog   scheduled: redeploys the model if it is no longer deployed or no longer answers;
            an inference component scaled to zero is reported asleep, not broken; deletes
-           indices a model change retired once their retention period is over (reembed).
+           indices a model change retired once their retention period is over (reembed)
+           and finishes endpoint retirements a Delete left pending (serving).
 
 A failed Create or Update removes the objects that request created, and only those: an
 object a repeated Create found and adopted keeps serving. Nothing here talks to CloudFormation: the Provider framework turns a returned dict into
@@ -26,7 +29,7 @@ from typing import Any
 
 from json_logging import lambda_entry, set_level
 
-from . import reembed, steps
+from . import reembed, serving, steps
 from .client import OpenSearch, StepError
 from .properties import PHYSICAL_ID_RE, GlueProperties, PropertyError, parse
 from .steps import Names
@@ -172,7 +175,8 @@ def _delete(event: dict[str, Any]) -> dict[str, Any]:
         steps.teardown(client, names, only=kinds - {"index"})
     except StepError as e:
         raise GlueFailure(str(e)) from e
-    return {"PhysicalResourceId": physical_id}
+    # After the teardown (its connectors no longer count as users); never raises.
+    return {"PhysicalResourceId": physical_id, "Serving": serving.retire_endpoint(client, props, names)}
 
 
 @lambda_entry(*LOGGERS)
@@ -194,6 +198,10 @@ def watchdog(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     result = _watch(client, props, names, "passage")
     if props.asymmetric:
         result["QueryModel"] = _watch(client, props, names, "query")
+    # Before the sweep, which may delete the retired index that records them.
+    pending = serving.finish_pending(client, props, names)
+    if pending:
+        result["RetiredEndpoints"] = pending
     # Indices retired by a model change: deleted once RetiredIndexHours are over.
     retired = reembed.sweep_retired(client, props, names)
     if retired:

@@ -55,6 +55,18 @@ class NeuralSearchGlue(Construct):
         acknowledge(role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                           "AWSLambdaBasicExecutionRole]",
                     "the AWS-managed basic execution policy only lets the function write its own logs")
+        # A model change deploys a new endpoint beside the old one, which CloudFormation keeps;
+        # the Delete of the old version retires it (search_glue/serving.py): only this stage's
+        # names (each starts with the glue's Name), whatever the model version in them.
+        for kind, actions in (("endpoint", ["sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint"]),
+                              ("inference-component", ["sagemaker:DescribeInferenceComponent",
+                                                       "sagemaker:DeleteInferenceComponent"])):
+            role.add_to_policy(iam.PolicyStatement(actions=actions, resources=[cdk.Stack.of(self).format_arn(
+                service="sagemaker", resource=kind, resource_name=f"{properties.name}-*")]))
+            acknowledge(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
+                              f"<AWS::AccountId>:{kind}/{properties.name}-*]",
+                        f"each model version has its own {kind} name under this stage's prefix; the glue retires "
+                        "the old one after a re-embed")
         common: dict[str, Any] = {
             "runtime": RUNTIME, "code": lambda_code("search_glue"), "role": role,
             "memory_size": 256, "architecture": lambda_.Architecture.ARM_64,
