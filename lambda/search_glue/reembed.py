@@ -307,7 +307,10 @@ def _check_and_flip(client: OpenSearch, names: Names, source: str, target: str, 
     # After the flip: a failure here leaves an unstamped retiree, which the watchdog stamps.
     write_meta(client, source, retired={"at": now, "replaced_by": target, "unique_writes": False})
     write_meta(client, target, retired={}, reembed={**state, "phase": "done", "documents": documents_out},
+               # "by": what moved the alias (serving.flip_verdict retires the old endpoint only
+               # after a forward re-embed, never after a rollback or a hand-back).
                flipped={"from": source, "at": now, "seq_no": max_seq_nos(client, target),
+                        "by": "rollback" if state.get("reinstating") else "reembed",
                         "documents": documents_out, "copy_s": state.get("copy_s", 0),
                         "catchup_s": now - state.get("catchup_started_at", now)})
 
@@ -346,7 +349,7 @@ def retire_or_delete_index(client: OpenSearch, names: Names) -> str:
         detach_pipelines(client, names.index)
         now = time.time()
         write_meta(client, names.index, retired={"at": now, "replaced_by": predecessor, "unique_writes": unique})
-        write_meta(client, predecessor, retired={}, flipped={"from": names.index, "at": now,
+        write_meta(client, predecessor, retired={}, flipped={"from": names.index, "at": now, "by": "handback",
                                                             "seq_no": max_seq_nos(client, predecessor)})
         log.warning("delete: alias %s handed back to %s; %s kept (retired)%s", names.alias, predecessor,
                     names.index, ": it received writes since the flip that exist only there" if unique else "")

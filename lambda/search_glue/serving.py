@@ -123,7 +123,13 @@ def flip_verdict(index: str, stamp: dict[str, Any], successor_meta: dict[str, An
     if successor_meta is None:
         return f"{successor}, which replaced {index}, is gone: nothing says how the alias moved"
     flipped = successor_meta.get("flipped") or {}
-    if flipped.get("from") != index or "documents" not in flipped:
+    # "by" names what moved the alias; indices flipped before it was written have none, and
+    # there only a re-embed wrote "documents".
+    by = flipped.get("by") or ("reembed" if "documents" in flipped else "handback")
+    if flipped.get("from") == index and by == "rollback":
+        return (f"a rollback: the alias went back to {successor}, which {index} had replaced; "
+                f"{index}'s endpoint is the one CloudFormation keeps, and {successor}'s serves again")
+    if flipped.get("from") != index or by != "reembed":
         return (f"the alias was handed back to {successor} by a Delete (a rollback or a stack deletion), "
                 f"not moved by a re-embed: {index}'s endpoint is the one CloudFormation keeps")
     if (successor_meta.get("reembed") or {}).get("reinstating"):

@@ -121,7 +121,7 @@ def test_model_change_reembeds_with_searches_in_flight(opensearch, make_props, d
         "query": {"exists": {"field": "embedding"}}})[1]["count"]
     assert alias_on(opensearch, f"{alias}-retired") == [a] and write_blocked(opensearch, a)
     flipped = meta(opensearch, b)["flipped"]
-    assert flipped["from"] == a and flipped["documents"] == DOCS
+    assert flipped["from"] == a and flipped["documents"] == DOCS and flipped["by"] == "reembed"
     on_old_s = searches.answers[flip - 1][0] - started
     print(f"\nre-embed: {DOCS} documents in {flipped['copy_s']:.2f} s through _reindex "
           f"({DOCS / flipped['copy_s']:.0f} docs/s); update took {finished - started:.1f} s; searches answered by "

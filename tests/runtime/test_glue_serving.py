@@ -140,6 +140,17 @@ def test_not_after_a_hand_back_by_a_delete():
     assert "is gone" in str(serving.flip_verdict(newer, stamp, None))
 
 
+@pytest.mark.parametrize(("by", "verdict"), [("reembed", None), ("rollback", "a rollback"),
+                                            ("handback", "handed back")])
+def test_the_flip_s_own_marker_decides(by, verdict):
+    """reembed writes flipped.by (what moved the alias); it decides over the older heuristic
+    ("documents" only after a re-embed), which stays for indices flipped before the marker."""
+    successor = successor_after_flip()
+    successor["flipped"]["by"] = by  # documents present in every case
+    reason = serving.flip_verdict("semsearch-dev-aaaaaaaaaa", stamp_after_flip(), successor)
+    assert reason is None if verdict is None else reason is not None and verdict in reason
+
+
 def test_only_the_stage_names():
     assert serving.name_verdict(Target(OLD, COMPONENT, "us-east-1"), "semsearch-dev") is None
     assert "not named semsearch-dev-*" in str(serving.name_verdict(Target("semsearch-prod-cpu-0a1b2c3d", "",
