@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from semsearch.local.stack import DEFAULT_ENDPOINT_PORT, DEFAULT_OPENSEARCH_PORT, LocalStack
+from semsearch.local.stack import DEFAULT_ENDPOINT_PORT, DEFAULT_OPENSEARCH_PORT, FLAVORS, LocalStack
 from semsearch.models import DEFAULT_MODEL_ID, resolve_model_dir
 from stacks.catalog import MODELS
 
@@ -27,6 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--opensearch-port", type=int, default=DEFAULT_OPENSEARCH_PORT)
     up.add_argument("--endpoint-port", type=int, default=DEFAULT_ENDPOINT_PORT)
     up.add_argument("--no-security", action="store_true", help="plain HTTP, no users (default: TLS + basic auth)")
+    up.add_argument("--flavor", choices=FLAVORS,
+                    help="the endpoint: tei (TEI's own router) or custom (our handler, `semsearch serve`), each "
+                         "behind a SigV4-checking front, with that flavor's connector body (default: the flavor "
+                         "the default config deploys)")
+    up.add_argument("--tei-bin", metavar="PATH", help="TEI's text-embeddings-router to start (default: "
+                    "$SEMSEARCH_TEI_BIN, else ../shared/tools/tei/text-embeddings-router beside the repository)")
+    up.add_argument("--tei-url", metavar="URL", help="a TEI that runs already, serving this model "
+                    "(default: $SEMSEARCH_TEI_URL)")
     up.set_defaults(func=_up)
 
     status = sub.add_parser("status", help="what runs where (exit status 1 when not running)")
@@ -53,7 +61,8 @@ def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     status = LocalStack().up(resolve_model_dir(args.model_dir), model=args.model, corpus=args.corpus,
                              opensearch_port=args.opensearch_port, endpoint_port=args.endpoint_port,
-                             security=not args.no_security,
+                             security=not args.no_security, flavor=args.flavor, tei_bin=args.tei_bin,
+                             tei_url=args.tei_url,
                              progress=lambda msg: print(f"local up: {msg}", file=sys.stderr, flush=True))
     print(f"local up: ready in {time.monotonic() - started:.0f} s", file=sys.stderr)
     _print_status(status)
@@ -74,7 +83,7 @@ def _print_status(status: dict) -> None:
         print("not running (no local stack: `semsearch local up`)")
         return
     print(f"{'running:':<16}{status['running']}")
-    for key in ("opensearch_url", "endpoint_url", "index", "model_id", "pipeline", "documents"):
+    for key in ("flavor", "tei", "opensearch_url", "endpoint_url", "index", "model_id", "pipeline", "documents"):
         if status.get(key) is not None:
             print(f"{key + ':':<16}{status[key]}")
     if status.get("auth"):

@@ -7,6 +7,10 @@ GlueProperties, the catalog's model shape, the config's index and field names), 
 outlive the command; their ids, ports and the glue's outputs live in
 ``<home>/stacks/<name>/state.json`` (home: see semsearch.local.opensearch; name: "local",
 or $SEMSEARCH_LOCAL_STACK).
+
+The endpoint serves one of the two flavors a stage deploys (default: the default config's):
+``custom``, our handler (`semsearch serve`), or ``tei``, TEI's own router behind the same
+SigV4-checking front (semsearch.local.tei); the glue gets that flavor's connector body.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from semsearch.errors import UsageError
 from semsearch.local.client import Connection
 from semsearch.local.ingest import bulk_ingest, read_corpus
 from semsearch.local.opensearch import NodeSettings, OpenSearchNode, local_home, stop_process_group, wait_ready
+from semsearch.local.tei import TeiSource, find_tei, stage_serving
 from semsearch.models import DEFAULT_MODEL_ID
 from stacks.catalog import MODELS, ModelSpec
 from stacks.config import SearchConfig
@@ -43,6 +48,9 @@ DEFAULT_ENDPOINT_PORT = 18081
 #: A stage's search settings as the config defaults them (index alias, field names, k-NN
 #: engine and graph): the local stack matches what a stage deploys unless told otherwise.
 SEARCH_DEFAULTS = SearchConfig(endpoint="local")
+FLAVORS = ("tei", "custom")
+#: What the endpoint process's command line holds, per flavor (to tell it from any other process).
+ENDPOINT_MARKERS = {"custom": "semsearch.cli serve", "tei": "semsearch.local.tei"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,8 +150,12 @@ def catalog_model(model_id: str, model_dir: Path) -> ModelSpec:
 
 def glue_properties(*, connection: Connection, endpoint_url: str, access_key: str, secret_key: str,
                     dimension: int, space_type: str, name: str = "semsearch-local",
-                    index: str = SEARCH_DEFAULTS.index_name, **overrides: Any) -> dict[str, Any]:
+                    index: str = SEARCH_DEFAULTS.index_name, flavor: str = "custom",
+                    ingest_batch_size: int = 32, **overrides: Any) -> dict[str, Any]:
     """The custom resource's properties for a local node and endpoint.
+
+    ``ingest_batch_size``: texts per endpoint call from the ingest pipeline; a stage sets it
+    to the endpoint's ``max_client_batch_size`` (stacks/search_stack.py), as ``up`` does.
 
     ``overrides`` (by property name) go in as given, unchecked: tests send bad ones on purpose.
     """
@@ -155,7 +167,7 @@ def glue_properties(*, connection: Connection, endpoint_url: str, access_key: st
         password=connection.password or "",
         ca_file=connection.ca_file or "",
         name=name,
-        flavor="custom",
+        flavor=flavor,  # type: ignore[arg-type]  # checked by GlueProperties itself
         endpoint_url=endpoint_url,
         dimension=dimension,
         connector_access_key=access_key,
@@ -164,6 +176,7 @@ def glue_properties(*, connection: Connection, endpoint_url: str, access_key: st
         **index_properties(dataclasses.replace(SEARCH_DEFAULTS, index_name=index)),
         space_type=space_type,
         number_of_replicas=0,  # one node: a replica could never be assigned
+        ingest_batch_size=ingest_batch_size,
     )
     return {**props.to_properties(), **overrides}
 
@@ -190,10 +203,21 @@ def _listening(port: int) -> bool:
 
 
 def start_endpoint_process(model_dir: Path, *, port: int, name: str, access_key: str, secret_key: str,
-                           log_file: Path, timeout_s: float = 180) -> int:
-    """`semsearch serve` in its own session; returns its pid once it reports it serves."""
-    cmd = [sys.executable, "-m", "semsearch.cli", "serve", "--model-dir", str(model_dir), "--port", str(port),
-           "--name", name, "--region", REGION, "--access-key", access_key, "--secret-key", secret_key]
+                           log_file: Path, timeout_s: float = 400, tei: TeiSource | None = None) -> int:
+    """The endpoint in its own session; returns its pid once it reports it serves.
+
+    Without ``tei``: `semsearch serve` (flavor custom). With it: TEI's router (started from
+    ``tei.bin``, or the one at ``tei.url``) behind the SigV4-checking front, one process group.
+    """
+    if tei is None:
+        cmd = [sys.executable, "-m", "semsearch.cli", "serve", "--model-dir", str(model_dir), "--port", str(port),
+               "--name", name, "--region", REGION, "--access-key", access_key, "--secret-key", secret_key]
+    else:
+        cmd = [sys.executable, "-m", "semsearch.local.tei", "--model-dir", str(model_dir), "--port", str(port),
+               "--name", name, "--region", REGION, "--access-key", access_key, "--secret-key", secret_key,
+               "--work-dir", str(log_file.parent / "tei"),
+               *(["--tei-bin", str(tei.bin)] if tei.bin else ["--tei-url", str(tei.url)])]
+    what = "`semsearch serve`" if tei is None else f"TEI ({tei.describe()}) and its front"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -203,10 +227,10 @@ def start_endpoint_process(model_dir: Path, *, port: int, name: str, access_key:
         if f"serving {name} on http://" in log_file.read_text(errors="replace"):
             return proc.pid
         if proc.poll() is not None:
-            raise UsageError(f"`semsearch serve` exited ({proc.returncode}): {log_file.read_text()[-2000:]}")
+            raise UsageError(f"{what} exited ({proc.returncode}): {log_file.read_text()[-2000:]}")
         time.sleep(0.3)
     stop_process_group(proc.pid)
-    raise UsageError(f"`semsearch serve` did not report ready in {timeout_s:.0f} s; log: {log_file}")
+    raise UsageError(f"{what} did not report ready in {timeout_s:.0f} s; log: {log_file}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,32 +265,48 @@ class LocalStack:
 
     def up(self, model_dir: Path, *, model: str = DEFAULT_MODEL_ID, corpus: str | None = None,
            opensearch_port: int = DEFAULT_OPENSEARCH_PORT, endpoint_port: int = DEFAULT_ENDPOINT_PORT,
-           security: bool = True, progress: Any = print) -> dict[str, Any]:
+           security: bool = True, progress: Any = print, flavor: str | None = None,
+           tei_bin: str | None = None, tei_url: str | None = None) -> dict[str, Any]:
         """Start whatever is not running, provision (adopting what exists), ingest the corpus.
 
-        ``model`` is the catalog entry ``model_dir`` is (or was fine-tuned from).
+        ``model`` is the catalog entry ``model_dir`` is (or was fine-tuned from). ``flavor``
+        (default: the default config's) picks the endpoint; ``tei_bin`` / ``tei_url`` say
+        where TEI comes from (semsearch.local.tei.find_tei).
         """
         started = time.monotonic()
         state = self.load()
         model_dir = model_dir.resolve()
         spec = catalog_model(model, model_dir)
+        serving = stage_serving()
+        flavor = flavor or serving.flavor
+        if flavor not in FLAVORS:
+            raise UsageError(f"--flavor must be one of {', '.join(FLAVORS)}, got {flavor!r}")
+        if flavor != "tei" and (tei_bin or tei_url):
+            raise UsageError("--tei-bin and --tei-url are for --flavor tei")
+        tei = find_tei(tei_bin, tei_url) if flavor == "tei" else None
         state.setdefault("access_key", "AKLOCAL" + secrets.token_hex(6).upper())
         state.setdefault("secret_key", secrets.token_urlsafe(24))
-        # The endpoint name follows the model: another model means another connector URL,
-        # hence new objects under a new physical id, as a new SageMaker endpoint would.
-        endpoint_name = "local-" + hashlib.sha256(str(model_dir).encode()).hexdigest()[:8]
+        # The endpoint name follows the model and the flavor: another model or flavor means
+        # another connector URL, hence new objects under a new physical id, as a new
+        # SageMaker endpoint would.
+        endpoint_name = "local-" + hashlib.sha256(
+            (str(model_dir) + ("" if flavor == "custom" else f"#{flavor}")).encode()).hexdigest()[:8]
+        tei_source = tei.describe() if tei else None
 
-        if not (_alive(state.get("endpoint_pid"), "semsearch.cli serve") and state.get("endpoint_name") == endpoint_name
-                and _listening(state.get("endpoint_port", 0))):
-            if state.get("endpoint_pid") and _alive(state["endpoint_pid"], "semsearch.cli serve"):
-                stop_process_group(state["endpoint_pid"])  # serving another model
+        old_marker = ENDPOINT_MARKERS[state.get("flavor", "custom")]
+        if not (_alive(state.get("endpoint_pid"), old_marker) and state.get("endpoint_name") == endpoint_name
+                and state.get("tei_source") == tei_source and _listening(state.get("endpoint_port", 0))):
+            if state.get("endpoint_pid") and _alive(state["endpoint_pid"], old_marker):
+                stop_process_group(state["endpoint_pid"])  # serving another model or flavor
             if _listening(endpoint_port):
                 raise UsageError(f"port {endpoint_port} is taken by another program: pass --endpoint-port")
-            progress(f"starting the endpoint ({model_dir}) on port {endpoint_port}")
+            progress(f"starting the {flavor} endpoint ({model_dir}"
+                     + (f", TEI {tei_source}" if tei_source else "") + f") on port {endpoint_port}")
             state["endpoint_pid"] = start_endpoint_process(
                 model_dir, port=endpoint_port, name=endpoint_name, access_key=state["access_key"],
-                secret_key=state["secret_key"], log_file=self.dir / "endpoint.log")
-            state.update(endpoint_port=endpoint_port, endpoint_name=endpoint_name, model_dir=str(model_dir))
+                secret_key=state["secret_key"], log_file=self.dir / "endpoint.log", tei=tei)
+            state.update(endpoint_port=endpoint_port, endpoint_name=endpoint_name, model_dir=str(model_dir),
+                         flavor=flavor, tei_source=tei_source)
             self.save(state)
         state["endpoint_url"] = f"http://127.0.0.1:{state['endpoint_port']}/endpoints/{endpoint_name}/invocations"
 
@@ -288,7 +328,8 @@ class LocalStack:
         progress("provisioning connector, model, pipeline and index (the glue's Create)")
         props = glue_properties(connection=conn, endpoint_url=state["endpoint_url"], access_key=state["access_key"],
                                 secret_key=state["secret_key"], dimension=spec.dimension,
-                                space_type=spec.space_type)
+                                space_type=spec.space_type, flavor=flavor,
+                                ingest_batch_size=serving.max_client_batch_size)
         try:
             result = run_custom_resource("Create", props)
         except Exception as e:  # the glue's FAILED reason names the step, status and body
@@ -321,12 +362,14 @@ class LocalStack:
         if not state:
             return {"running": False, "stack": self.name}
         opensearch_up = _alive(state.get("opensearch_pid"), "org.opensearch.bootstrap.OpenSearch")
-        endpoint_up = _alive(state.get("endpoint_pid"), "semsearch.cli serve")
+        endpoint_up = _alive(state.get("endpoint_pid"), ENDPOINT_MARKERS[state.get("flavor", "custom")])
         out: dict[str, Any] = {
             "stack": self.name,
             "running": opensearch_up and endpoint_up,
             "opensearch_running": opensearch_up,
             "endpoint_running": endpoint_up,
+            "flavor": state.get("flavor", "custom"),
+            "tei": state.get("tei_source"),
             "opensearch_url": state.get("opensearch_url"),
             "endpoint_url": state.get("endpoint_url"),
             "index": state.get("index"),
@@ -353,7 +396,7 @@ class LocalStack:
         state = self.load()
         stopped = []
         for what, marker, port in (
-                ("endpoint", "semsearch.cli serve", state.get("endpoint_port")),
+                ("endpoint", ENDPOINT_MARKERS[state.get("flavor", "custom")], state.get("endpoint_port")),
                 ("opensearch", "org.opensearch.bootstrap.OpenSearch", _port_of(state.get("opensearch_url")))):
             pid = state.pop(f"{what}_pid", None)
             if pid and _alive(pid, marker):
