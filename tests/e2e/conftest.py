@@ -4,6 +4,10 @@ endpoint (`semsearch.serve`, SigV4-checking, real all-MiniLM-L6-v2) per test ses
 The glue runs through ``run_custom_resource``, which plays the CDK Provider framework's
 part; only CloudFormation itself is absent. A missing Java or Maven fails the session
 with what to install: these tests never skip.
+
+The ``tei`` flavor's endpoint is TEI's own router behind the same SigV4 check (fixture
+``tei``, semsearch.local.tei); where no router can be found (find_tei: --tei-bin /
+$SEMSEARCH_TEI_BIN, ../shared/tools/tei, $SEMSEARCH_TEI_URL) its tests are skipped, saying so.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from semsearch.local.client import Connection
 from semsearch.local.ingest import IngestReport, bulk_ingest
 from semsearch.local.opensearch import LocalNodeError, NodeSettings, OpenSearchNode, reap_stale_nodes
 from semsearch.local.stack import REGION, glue_properties, run_custom_resource
+from semsearch.local.tei import RunningTei, TeiNotFound, find_tei, stage_serving, start_tei
 
 ENDPOINT_NAME = "pytest"
 ACCESS_KEY = "AKPYTESTLOCAL"
@@ -54,6 +59,31 @@ def endpoint(model_dir) -> Iterator[Any]:
     handle = start_server(model_dir, name=ENDPOINT_NAME, region=REGION, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
     yield handle
     handle.stop()
+
+
+@pytest.fixture(scope="session")
+def tei(model_dir, tmp_path_factory) -> Iterator[RunningTei]:
+    """TEI's router (ours on the packaged model with the config's limits, or the one at
+    $SEMSEARCH_TEI_URL) behind the SigV4-checking front; ``.info`` is its GET /info."""
+    try:
+        source = find_tei()
+    except TeiNotFound as e:
+        pytest.skip(f"tei flavor not tested: {e}")
+    try:
+        running = start_tei(source, model_dir, work_dir=tmp_path_factory.mktemp("tei"), serving=stage_serving(),
+                            name=ENDPOINT_NAME, region=REGION, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    except Exception as e:
+        pytest.fail(f"TEI ({source.describe()}) did not start: {e}", pytrace=False)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module", params=["custom", "tei"])
+def flavor(request) -> tuple[str, str]:
+    """Each serving flavor and the invocation URL of its endpoint: our handler, or TEI."""
+    if request.param == "tei":
+        return "tei", request.getfixturevalue("tei").front.invocations_url
+    return "custom", invocation_url(request.getfixturevalue("endpoint"))
 
 
 def invocation_url(handle: Any, name: str = ENDPOINT_NAME) -> str:

@@ -9,13 +9,10 @@ from __future__ import annotations
 import http.server
 import io
 import json
-import os
 import re
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import boto3
@@ -25,7 +22,6 @@ from botocore.stub import Stubber
 
 from inference_code.embedder import load_tokenizer, token_ids
 from inference_code.model_info import read_model_info
-from inference_code.onnx_export import ONNX_SUBDIR, onnx_path
 from semsearch.errors import UsageError
 from semsearch.loadtest import (
     INFERENCE_COMPONENT_HEADER,
@@ -37,6 +33,7 @@ from semsearch.loadtest import (
     stage_defaults,
     url_sender_factory,
 )
+from semsearch.local.tei import StageServing, TeiNotFound, find_tei, start_tei
 from semsearch.serve import start_server
 from stacks.config import load_config
 from stacks.containers import model_version
@@ -44,45 +41,27 @@ from tests.conftest import free_port
 from tests.infra.specs import botocore_api
 
 REPO = Path(__file__).resolve().parents[2]
-#: TEI v1.8.2's router built for CPU (../shared/tools/tei/README.md), unless $SEMSEARCH_TEI_BIN names one.
-TEI_BIN = Path(os.environ.get("SEMSEARCH_TEI_BIN") or REPO.parent / "shared" / "tools" / "tei" /
-               "text-embeddings-router")
+#: The client batch limit our router gets here (a TEI at $SEMSEARCH_TEI_URL has its own: /info).
 TEI_MAX_CLIENT_BATCH = 8
 
 
 @pytest.fixture(scope="module")
 def tei(model_dir, tmp_path_factory):
-    """TEI's real router on the packaged model, with the ONNX graph beside the weights as
-    `semsearch package` writes it (TEI's CPU backend serves that graph)."""
-    if not os.access(TEI_BIN, os.X_OK):
-        pytest.skip(f"no TEI router: {TEI_BIN} is not an executable (set $SEMSEARCH_TEI_BIN)")
-    folder = tmp_path_factory.mktemp("tei") / "model"
-    folder.mkdir()
-    for item in model_dir.iterdir():
-        (folder / item.name).symlink_to(item)
-    (folder / ONNX_SUBDIR).mkdir()
-    (folder / ONNX_SUBDIR / "model.onnx").symlink_to(onnx_path(read_model_info(model_dir), "exact"))
-    port = free_port()
-    log = folder.parent / "tei.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(TEI_BIN), "--model-id", str(folder), "--dtype", "float32", "--hostname", "127.0.0.1",
-             "--port", str(port), "--max-client-batch-size", str(TEI_MAX_CLIENT_BATCH)],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"TEI's router did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    """TEI's real router on the packaged model (semsearch.local.tei: found as `local up` finds
+    it, ONNX graph beside the weights): ``(url, max_client_batch_size)``."""
+    try:
+        source = find_tei()
+    except TeiNotFound as e:
+        pytest.skip(str(e))
+    serving = StageServing(stage="test", flavor="tei", max_client_batch_size=TEI_MAX_CLIENT_BATCH,
+                           max_batch_tokens=16384, auto_truncate=False)
+    try:
+        running = start_tei(source, model_dir, work_dir=tmp_path_factory.mktemp("tei"), serving=serving,
+                            name="load", region="us-east-1")
+    except UsageError as e:
+        pytest.fail(f"TEI's router did not start: {e}", pytrace=False)
+    yield running.tei_url, running.info["max_client_batch_size"]
+    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -194,9 +173,10 @@ def test_url_mode_names_the_inference_component_in_sagemakers_header():
 
 
 def test_tei_router_takes_the_tei_contract(tei, texts_file, tmp_path):
+    url, limit = tei
     out = tmp_path / "report"
-    result = run_cli("--url", tei, "--flavor", "tei", "--requests", "6", "--concurrency", "2",
-                     "--batch-size", str(TEI_MAX_CLIENT_BATCH), "--texts", str(texts_file), "--out", str(out))
+    result = run_cli("--url", url, "--flavor", "tei", "--requests", "6", "--concurrency", "2",
+                     "--batch-size", str(min(limit, 32)), "--texts", str(texts_file), "--out", str(out))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["status_counts"] == {"200": 6} and summary["dimension"] == 384 and summary["flavor"] == "tei"
@@ -204,18 +184,22 @@ def test_tei_router_takes_the_tei_contract(tei, texts_file, tmp_path):
 
 
 def test_tei_router_refuses_a_batch_over_its_client_batch_with_413(tei):
-    result = run_cli("--url", f"{tei}/invocations", "--requests", "2", "--concurrency", "1",
-                     "--batch-size", str(TEI_MAX_CLIENT_BATCH + 1))  # default flavor: tei
+    url, limit = tei
+    if limit >= 32:
+        pytest.skip(f"this TEI takes {limit} texts a request: loadtest refuses a batch over the config's 32 itself")
+    result = run_cli("--url", f"{url}/invocations", "--requests", "2", "--concurrency", "1",
+                     "--batch-size", str(limit + 1))  # default flavor: tei
     assert result.returncode == 1
     summary = json.loads(result.stdout)
     assert summary["status_counts"] == {"413": 2}
     assert summary["error_messages"]["413"] == (
-        f"batch size {TEI_MAX_CLIENT_BATCH + 1} > maximum allowed batch size {TEI_MAX_CLIENT_BATCH} (Validation)")
+        f"batch size {limit + 1} > maximum allowed batch size {limit} (Validation)")
 
 
 def test_tei_router_refuses_our_handlers_contract(tei):
     """The first review's finding: our handler's body is not TEI's contract (TEI refuses it)."""
-    result = run_cli("--url", tei, "--flavor", "custom", "--requests", "1", "--concurrency", "1", "--batch-size", "2")
+    result = run_cli("--url", tei[0], "--flavor", "custom", "--requests", "1", "--concurrency", "1",
+                     "--batch-size", "2")
     assert result.returncode == 1
     summary = json.loads(result.stdout)
     # TEI validates prompt_name against the prompts the model's files define; this model has none.
