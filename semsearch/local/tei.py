@@ -116,6 +116,7 @@ class StageServing:
     max_client_batch_size: int
     max_batch_tokens: int
     auto_truncate: bool
+    tei_version: str = ""  # the TEI the stage's image runs
 
 
 def stage_serving(stage: str | None = None, cdk_json: Path = CDK_JSON) -> StageServing:
@@ -135,7 +136,8 @@ def stage_serving(stage: str | None = None, cdk_json: Path = CDK_JSON) -> StageS
     env = tei_container_environment(endpoint)
     return StageServing(stage=config.name, flavor=endpoint.flavor,
                         max_client_batch_size=int(env["MAX_CLIENT_BATCH_SIZE"]),
-                        max_batch_tokens=int(env["MAX_BATCH_TOKENS"]), auto_truncate=env["AUTO_TRUNCATE"] == "true")
+                        max_batch_tokens=int(env["MAX_BATCH_TOKENS"]), auto_truncate=env["AUTO_TRUNCATE"] == "true",
+                        tei_version=endpoint.tei_version)
 
 
 # ---------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from search_glue.handler import GlueFailure
 
 from semsearch.local.ingest import IngestReport, bulk_ingest
 from semsearch.local.stack import REGION, run_custom_resource
-from semsearch.local.tei import start_front
+from semsearch.local.tei import stage_serving, start_front
 from semsearch.search import search
 from tests.conftest import free_port
 from tests.e2e.conftest import ACCESS_KEY, ENDPOINT_NAME, SECRET_KEY, ml_objects
@@ -36,9 +36,11 @@ E5_PREFIXES = {"QueryPrefix": "query: ", "PassagePrefix": "passage: "}
 
 
 @pytest.fixture(scope="module")
-def flavor_stack(flavor, make_props) -> Iterator[dict[str, Any]]:
+def flavor_stack(flavor, make_props, request) -> Iterator[dict[str, Any]]:
     name, url = flavor
-    props = make_props(f"e2e-fl-{name}", Flavor=name, EndpointUrl=url)
+    # The pipeline sends as many texts per call as the endpoint takes, as a stage's does.
+    batch = request.getfixturevalue("tei").info["max_client_batch_size"] if name == "tei" else 32
+    props = make_props(f"e2e-fl-{name}", Flavor=name, EndpointUrl=url, IngestBatchSize=batch)
     result = run_custom_resource("Create", props)
     yield {"flavor": name, "props": props, **result}
     run_custom_resource("Delete", props, physical_id=result["PhysicalResourceId"])
@@ -121,6 +123,10 @@ def test_endpoint_down_names_the_connector(flavor, make_props):
 
 # ---------------------------------------------------------------------------------------
 # TEI alone
+
+
+def test_tei_is_the_version_the_stacks_deploy(tei):
+    assert tei.info["version"] == stage_serving().tei_version
 
 
 def tei_embed(tei, texts: list[str], **options: Any) -> tuple[int, Any]:

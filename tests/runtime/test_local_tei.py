@@ -126,3 +126,16 @@ def test_the_front_checks_sigv4_and_passes_tei_through(front):
     assert (status, answer) == (413, {"error": "batch size 3 > maximum allowed batch size 2",
                                       "error_type": "Validation"})
     assert _post(front.url + "/endpoints/other/invocations", body)[0] == 404
+
+
+def test_the_ci_tei_service_has_the_endpoint_environments_limits():
+    """CI's TEI (a service container: env only, no arguments) serves as a stage's endpoint does."""
+    import yaml
+
+    job = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yml").read_text())["jobs"]["synth-and-test"]
+    env, serving = job["services"]["tei"]["env"], stage_serving()
+    assert job["services"]["tei"]["image"] == (
+        f"ghcr.io/huggingface/text-embeddings-inference:cpu-{serving.tei_version}")
+    assert (int(env["MAX_CLIENT_BATCH_SIZE"]), int(env["MAX_BATCH_TOKENS"]), env["AUTO_TRUNCATE"] == "true") == (
+        serving.max_client_batch_size, serving.max_batch_tokens, serving.auto_truncate)
+    assert job["env"]["SEMSEARCH_TEI_URL"] == "http://127.0.0.1:8080"
