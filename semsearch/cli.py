@@ -14,6 +14,7 @@ COMMAND_MODULES: list[str] = [
     "semsearch.search",
     "semsearch.ingest",
     "semsearch.status",
+    "semsearch.reembed",
     "semsearch.cost",
     "semsearch.train",
     "semsearch.evaluate",
