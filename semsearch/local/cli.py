@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--no-security", action="store_true", help="plain HTTP, no users (default: TLS + basic auth)")
     up.add_argument("--flavor", choices=FLAVORS,
                     help="the endpoint: tei (TEI's own router) or custom (our handler, `semsearch serve`), each "
-                         "behind a SigV4-checking front, with that flavor's connector body (default: the flavor "
-                         "the default config deploys)")
+                         "behind a SigV4-checking front, with that flavor's connector body (default: the one this "
+                         "stack serves with; for a new stack, the flavor the default config deploys)")
     up.add_argument("--tei-bin", metavar="PATH", help="TEI's text-embeddings-router to start (default: "
                     "$SEMSEARCH_TEI_BIN, else ../shared/tools/tei/text-embeddings-router beside the repository)")
     up.add_argument("--tei-url", metavar="URL", help="a TEI that runs already, serving this model "

@@ -270,15 +270,17 @@ class LocalStack:
         """Start whatever is not running, provision (adopting what exists), ingest the corpus.
 
         ``model`` is the catalog entry ``model_dir`` is (or was fine-tuned from). ``flavor``
-        (default: the default config's) picks the endpoint; ``tei_bin`` / ``tei_url`` say
-        where TEI comes from (semsearch.local.tei.find_tei).
+        picks the endpoint (default: the one this stack serves with, so a re-`up` or a
+        re-embed keeps it; for a new stack the default config's); ``tei_bin`` / ``tei_url``
+        say where TEI comes from (semsearch.local.tei.find_tei).
         """
         started = time.monotonic()
         state = self.load()
         model_dir = model_dir.resolve()
         spec = catalog_model(model, model_dir)
         serving = stage_serving()
-        flavor = flavor or serving.flavor
+        # A stack from before flavors existed served with our handler.
+        flavor = flavor or state.get("flavor") or ("custom" if state.get("endpoint_pid") else serving.flavor)
         if flavor not in FLAVORS:
             raise UsageError(f"--flavor must be one of {', '.join(FLAVORS)}, got {flavor!r}")
         if flavor != "tei" and (tei_bin or tei_url):
