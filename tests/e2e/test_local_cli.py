@@ -46,7 +46,7 @@ def test_local_up_twice_status_search_down(cli, dev_pairs, tmp_path):
     os_port, ep_port = free_port(), free_port()
     ports = ["--opensearch-port", str(os_port), "--endpoint-port", str(ep_port)]
 
-    cli("local", "up", "--corpus", str(corpus), *ports)
+    cli("local", "up", "--flavor", "custom", "--corpus", str(corpus), *ports)
     first = json.loads(cli("local", "status", "--json").stdout)
     assert first["running"] is True
     assert first["opensearch_url"] == f"https://127.0.0.1:{os_port}"
@@ -55,7 +55,7 @@ def test_local_up_twice_status_search_down(cli, dev_pairs, tmp_path):
     assert first["auth"]["username"] == "admin" and first["auth"]["password"]
 
     # Idempotent: the same objects, no duplicate documents, servers reused.
-    second_up = cli("local", "up", "--corpus", str(corpus), *ports)
+    second_up = cli("local", "up", "--flavor", "custom", "--corpus", str(corpus), *ports)
     assert "starting" not in second_up.stderr
     second = json.loads(cli("local", "status", "--json").stdout)
     for key in ("model_id", "physical_id", "connector_id", "opensearch_url", "endpoint_url"):
@@ -76,7 +76,7 @@ def test_local_up_twice_status_search_down(cli, dev_pairs, tmp_path):
     assert status.returncode == 1 and json.loads(status.stdout)["running"] is False
 
     # Up again after down: the node restarts on its data, the glue adopts everything.
-    cli("local", "up", *ports)
+    cli("local", "up", "--flavor", "custom", *ports)
     again = json.loads(cli("local", "status", "--json").stdout)
     assert again["running"] is True and again["documents"] == 60
     assert (again["model_id"], again["physical_id"]) == (first["model_id"], first["physical_id"])

@@ -17,7 +17,7 @@ def test_reembed_moves_the_local_stack_to_another_model_with_every_document(cli,
                                                                           tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in dev_pairs[:40]))
-    cli("local", "up", "--corpus", str(corpus), "--opensearch-port", str(free_port()),
+    cli("local", "up", "--flavor", "custom", "--corpus", str(corpus), "--opensearch-port", str(free_port()),
         "--endpoint-port", str(free_port()))
     before = LocalStack().load()
 
