@@ -182,9 +182,8 @@ class FineTuneWorkflow(Construct):
         tag = jsonata(f"$substringAfter($trainingJob, '{self.name_prefix}-')")
         return tasks.CallAwsService(
             self, "KeepModel", service="s3", action="copyObject",
-            iam_resources=[artifacts.arn_for_objects(f"{JOBS_PREFIX}training/*"),
-                           artifacts.arn_for_objects(f"{PROMOTED_MODELS_PREFIX}*")],
-            iam_action="s3:GetObject",
+            # The read of the source; _grant_state_machine grants the write of the copy.
+            iam_resources=[artifacts.arn_for_objects(f"{JOBS_PREFIX}training/*")], iam_action="s3:GetObject",
             parameters={"Bucket": artifacts.bucket_name,
                         "CopySource": jsonata("$substringAfter($modelData, 's3://')"),
                         "Key": jsonata(f"'{PROMOTED_MODELS_PREFIX}{self.name_prefix}-' & "

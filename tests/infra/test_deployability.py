@@ -19,7 +19,10 @@ import pytest
 from app import nag_failures
 from stacks.components.embedding_endpoint import weekday_schedule
 from stacks.config import ConfigError, load_config
+from stacks.containers import model_version
+from stacks.names import promoted_model_key, promotion_parameter, versioned_endpoint_name
 from tests.infra.conftest import default_context, synth
+from tests.infra.resolved import PROMOTION_TAG, only, role_statements, stage_templates
 
 SUBNET, SG = "subnet-0123456789abcdef0", "sg-0123456789abcdef0"
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -42,7 +45,14 @@ def _dev_variant(name: str, tmp_path_factory) -> dict[str, Any]:
     found: dict[str, Any] = {kind: assertions.Template.from_stack(getattr(stage, kind)).to_json()
                              for kind in ("model", "search", "jobs")}
     found["nag"] = nag_failures(assembly.directory)
+    found.update(_resolved(app, "dev"))
     return found
+
+
+def _resolved(app, stage: str) -> dict[str, Any]:
+    """The stage's stacks as CloudFormation resolves them, before and after a promotion."""
+    return {"resolved": stage_templates(app, stage),
+            "promoted": stage_templates(app, stage, promotion_tag=PROMOTION_TAG)}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +66,9 @@ def active_hours(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dev(templates) -> dict[str, Any]:
-    return {kind: templates[("dev", kind)].to_json() for kind in ("model", "search", "jobs")}
+def dev(templates, app) -> dict[str, Any]:
+    return {**{kind: templates[("dev", kind)].to_json() for kind in ("model", "search", "jobs")},
+            **_resolved(app, "dev")}
 
 
 def _resources(template: dict, kind: str) -> dict[str, dict]:
@@ -213,10 +224,20 @@ def test_caught_failure_reports_the_task_error_cause(dev, active_hours):
 
 
 def test_connector_may_invoke_the_inference_component(active_hours):
-    (invoke,) = _allows(_role_statements(active_hours["search"], "ConnectorRole"), "sagemaker:InvokeEndpoint")
-    resources = _text(invoke["Resource"])
-    assert ":endpoint/semsearch-dev-cpu" in resources
-    assert ":inference-component/semsearch-dev-cpu-model" in resources
+    """Exactly the endpoint and component the model stack deploys, read from SSM by the search
+    stack: before a promotion and after it (both names change then)."""
+    names = []
+    for resolved in (active_hours["resolved"], active_hours["promoted"]):
+        endpoint = only(resolved, "semsearch-dev-model", "AWS::SageMaker::Endpoint")["EndpointName"]
+        component = only(resolved, "semsearch-dev-model", "AWS::SageMaker::InferenceComponent")
+        assert component["EndpointName"] == endpoint
+        (invoke,) = _allows(role_statements(resolved, "semsearch-dev-search", "ConnectorRole"),
+                            "sagemaker:InvokeEndpoint")
+        arn = "arn:aws:sagemaker:us-east-1:123456789012"
+        assert _listify(invoke["Resource"]) == [f"{arn}:endpoint/{endpoint}",
+                                                f"{arn}:inference-component/{component['InferenceComponentName']}"]
+        names.append((endpoint, component["InferenceComponentName"]))
+    assert names[1] == (f"{names[0][0]}-{PROMOTION_TAG}", f"{names[0][0]}-{PROMOTION_TAG}-model")
 
 
 _DAYS = ["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"]
@@ -271,18 +292,43 @@ def test_active_hours_to_midnight_sleeps_on_friday_night(active_hours):
 # --- defect 6: the workflow roles can make every call their states make ----------------------
 
 
-def test_fine_tune_role_reads_the_rollback_alarms_and_grants_on_the_volume_key(dev, active_hours):
-    for jobs, kms_grant in ((dev["jobs"], True), (active_hours["jobs"], False)):
-        statements = _role_statements(jobs, "FineTuneStateMachineRole")
-        (alarms,) = _allows(statements, "cloudwatch:DescribeAlarms")
-        assert len(_listify(alarms["Resource"])) == 2 and "*" not in _text(alarms["Resource"])
-        assert _allows(statements, "sagemaker:ListTags")
-        assert _allows(statements, "sagemaker:AddTags")
-        grants = _allows(statements, "kms:CreateGrant")
-        # blue/green UpdateEndpoint onto a config with KmsKeyId (c6i has an EBS volume)
-        assert bool(grants) == kms_grant
-        for grant in grants:
-            assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": True}}
+def _actions(statements: list[dict]) -> set[str]:
+    """Every allowed action, lower-cased (IAM action names are case-insensitive)."""
+    return {a.lower() for s in statements if s["Effect"] == "Allow" for a in _listify(s["Action"])}
+
+
+def _allowing(statements: list[dict], action: str) -> list[dict]:
+    return [s for s in statements if s["Effect"] == "Allow" and action.lower() in _actions([s])]
+
+
+def test_fine_tune_role_promotes_through_cloudformation_only(dev, active_hours):
+    """A promotion copies the model, records its tag and updates three stacks with the
+    deploy role of the CDK bootstrap: the workflow itself changes no endpoint, model or alarm."""
+    for variant in (dev, active_hours):
+        resolved = variant["resolved"]
+        statements = role_statements(resolved, "semsearch-dev-jobs", "FineTuneStateMachineRole")
+        assert _allows(statements, "sagemaker:ListTags") and _allows(statements, "sagemaker:AddTags")  # .sync
+        (stacks,) = _allowing(statements, "cloudformation:UpdateStack")
+        assert _actions([stacks]) == {"cloudformation:updatestack", "cloudformation:describestacks"}
+        assert sorted(_listify(stacks["Resource"])) == [
+            f"arn:aws:cloudformation:us-east-1:123456789012:stack/semsearch-dev-{part}/*"
+            for part in ("model", "ops", "search")]
+        (pass_exec_role,) = [s for s in _allowing(statements, "iam:PassRole")
+                             if s["Condition"]["StringEquals"]["iam:PassedToService"] == "cloudformation.amazonaws.com"]
+        assert pass_exec_role["Resource"] == (
+            "arn:aws:iam::123456789012:role/cdk-hnb659fds-cfn-exec-role-123456789012-us-east-1")
+        # The parameter it writes is the one the storage stack creates and the model stack reads.
+        (record,) = _allowing(statements, "ssm:PutParameter")
+        (parameter,) = [p["Default"] for p in resolved.by_stack["semsearch-dev-model"]["Parameters"].values()
+                        if "/promoted/" in p["Default"]]
+        assert record["Resource"] == f"arn:aws:ssm:us-east-1:123456789012:parameter{parameter}"
+        assert only(resolved, "semsearch-dev-storage", "AWS::SSM::Parameter")["Name"] == parameter
+        bucket = "arn:aws:s3:::semsearch-dev-artifacts-123456789012-us-east-1"
+        (read,) = _allowing(statements, "s3:GetObject")
+        (write,) = _allowing(statements, "s3:PutObject")
+        assert (read["Resource"], write["Resource"]) == (f"{bucket}/jobs/training/*", f"{bucket}/models/*")
+        assert not {"cloudwatch:describealarms", "kms:creategrant", "sagemaker:createmodel",
+                    "sagemaker:updateendpoint", "sagemaker:updateinferencecomponent"} & _actions(statements)
 
 
 def test_batch_embed_role_has_what_the_sync_integration_documents(dev):
@@ -307,11 +353,9 @@ def test_endpoint_role_reads_its_rollback_alarms(dev):
 # --- defect 7: the deploy wait ends on every terminal status botocore lists -----------------
 
 
-def _terminal_statuses(shape: str) -> list[str]:
-    """Statuses of a SageMaker enum that no longer change by themselves: all but the ongoing
-    ones (Creating, Updating, SystemUpdating, RollingBack, Deleting)."""
-    enum = botocore.session.get_session().get_service_model("sagemaker").shape_for(shape).enum
-    return [s for s in enum if "ing" not in s]
+def _stack_statuses() -> list[str]:
+    """Every StackStatus botocore's CloudFormation model lists."""
+    return list(botocore.session.get_session().get_service_model("cloudformation").shape_for("StackStatus").enum)
 
 
 def _choose(choice: dict, **variables: Any) -> str:
@@ -321,24 +365,28 @@ def _choose(choice: dict, **variables: Any) -> str:
     return choice["Default"]
 
 
-@pytest.mark.parametrize("variant,shape", [("dev", "EndpointStatus"), ("active_hours", "InferenceComponentStatus")])
-def test_deploy_wait_fails_on_every_terminal_status(variant, shape, dev, active_hours):
+@pytest.mark.parametrize("variant", ["dev", "active_hours"])
+@pytest.mark.parametrize("part,after", [("model", "UpdateSemsearchDevSearch"), ("search", "UpdateSemsearchDevOps"),
+                                        ("ops", "Promoted")])
+def test_stack_update_wait_fails_on_every_terminal_status(variant, part, after, dev, active_hours):
+    """Each stack of a promotion: UPDATE_COMPLETE goes on to the next one, a status still in
+    progress waits again, any other (a rollback, a failure) fails the run naming the stack."""
     jobs = {"dev": dev, "active_hours": active_hours}[variant]["jobs"]
-    (definition,) = [d for d in _machines(jobs) if "Deployed" in _states(d)]
+    (definition,) = [d for d in _machines(jobs) if "Promoted" in _states(d)]
     states = _states(definition)
-    terminal = _terminal_statuses(shape)
-    assert "InService" in terminal and "Failed" in terminal
-    for status in terminal:
-        for live in ("new-model", "old-model"):
-            target = _choose(states["Deployed"], status=status, liveConfig=live, modelName="new-model")
-            if status == "InService" and live == "new-model":
-                assert target == "RecordPromotedModel"
-            else:
-                assert states[target]["Type"] == "Fail", (status, live, target)
-                cause = _evaluate(states[target]["Cause"], {}, status=status, liveConfig=live, failure="boom")
-                assert isinstance(cause, str) and cause, (status, target)
-    for status in ("Creating", "Updating"):
-        assert _choose(states["Deployed"], status=status, liveConfig="old", modelName="new") == "WaitForDeployment"
+    key = f"SemsearchDev{part.capitalize()}"
+    statuses = _stack_statuses()
+    assert {"UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS"} <= set(statuses)
+    for status in statuses:
+        target = _choose(states[f"{key}Settled"], stackStatus=status, stackReason="")
+        if status == "UPDATE_COMPLETE":
+            assert (target, states[target]["Next"]) == (f"{key}Updated", after)
+        elif status.endswith("_IN_PROGRESS"):
+            assert target == f"WaitFor{key}", status
+        else:
+            assert states[target]["Type"] == "Fail", (status, target)
+            cause = _evaluate(states[target]["Cause"], {}, stackStatus=status, stackReason="Resource handler failed")
+            assert cause.startswith(f"semsearch-dev-{part} ended in {status}: Resource handler failed"), cause
 
 
 # --- defect 9: the bulk loader writes its logs --------------------------------------------
@@ -399,3 +447,58 @@ def test_hnsw_ef_construction_above_lucene_limit_is_refused():
 def test_hnsw_parameters_reach_the_glue(dev):
     (resource,) = _resources(dev["search"], "Custom::NeuralSearch").values()
     assert (resource["Properties"]["HnswM"], resource["Properties"]["HnswEfConstruction"]) == (16, 128)
+
+
+# --- SageMaker's 63 characters hold for the longest names a configuration allows -----------
+
+LONGEST_ENDPOINT = "e" * 20  # stacks/config/validators.py ENDPOINT_NAME_RE
+LONGEST_TAG = "ft-zzzzzzzz"  # ft- and base-36 milliseconds: 8 digits until 2059
+SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+@pytest.mark.parametrize("stage,active_hours_utc", [("prod", ""), ("dev", "07-19")],
+                         ids=["prod", "dev scale-to-zero"])
+def test_the_longest_promoted_names_fit_sagemaker(stage, active_hours_utc, tmp_path):
+    """The longest stage and endpoint names, promoted: the endpoint (and the inference
+    component, which adds -model, on the stage that may scale to zero) within 63 characters,
+    and the model data where the workflow copies it and the endpoint role may read it."""
+    ctx = copy.deepcopy(default_context())
+    ctx["stage"] = stage
+    config = ctx["stages"][stage]
+    (endpoint_config,) = config["endpoints"].values()
+    config["endpoints"] = {LONGEST_ENDPOINT: endpoint_config}
+    config["search"]["endpoint"] = LONGEST_ENDPOINT
+    if active_hours_utc:
+        ctx[f"{stage}.ops.active_hours_utc"] = active_hours_utc
+    app, _ = synth(ctx, tmp_path)
+    version = model_version(load_config(ctx).stage(stage).endpoints[LONGEST_ENDPOINT])
+    parameter = promotion_parameter(stage, LONGEST_ENDPOINT, version)
+    resolved = stage_templates(app, stage, promotion_tag=LONGEST_TAG)
+    assert resolved.ssm_values == {parameter: LONGEST_TAG}
+    model_stack = f"semsearch-{stage}-model"
+
+    endpoint = only(resolved, model_stack, "AWS::SageMaker::Endpoint")["EndpointName"]
+    assert endpoint == f"{versioned_endpoint_name(stage, LONGEST_ENDPOINT, version)}-{LONGEST_TAG}"
+    names = [endpoint]
+    if active_hours_utc:
+        names.append(only(resolved, model_stack, "AWS::SageMaker::InferenceComponent")["InferenceComponentName"])
+        assert names[1] == f"{endpoint}-model"
+    for name in names:
+        assert len(name) <= 63 and SAGEMAKER_NAME.match(name) and name == name.lower(), (name, len(name))
+
+    bucket = f"semsearch-{stage}-artifacts-123456789012-us-east-1"
+    key = promoted_model_key(stage, LONGEST_TAG)
+    assert key == f"models/semsearch-{stage}-{LONGEST_TAG}/model.tar.gz"
+    model = only(resolved, model_stack, "AWS::SageMaker::Model")
+    assert model["PrimaryContainer"]["ModelDataUrl"] == f"s3://{bucket}/{key}"
+    reads = _allowing(role_statements(resolved, model_stack, f"Endpoint{LONGEST_ENDPOINT}ExecutionRole"),
+                      "s3:GetObject")
+    assert [s["Resource"] for s in reads] == [f"arn:aws:s3:::{bucket}/{key}"]
+    # The workflow copies the job's output to that key, for a job named <prefix>-<tag>.
+    (fine_tune,) = [d for d in _machines(resolved.by_stack[f"semsearch-{stage}-jobs"]) if "KeepModel" in d["States"]]
+    keep = fine_tune["States"]["KeepModel"]
+    job = f"semsearch-{stage}-{LONGEST_TAG}"
+    assert SAGEMAKER_NAME.match(job) and len(job) <= 63
+    assert _evaluate(keep["Arguments"]["Key"], {}, trainingJob=job) == key
+    assert _evaluate(keep["Assign"]["tag"], {}, trainingJob=job) == LONGEST_TAG
+    assert fine_tune["States"]["RecordPromotion"]["Arguments"]["Name"] == parameter

@@ -8,6 +8,12 @@ import json
 import pytest
 from search_glue.properties import parse
 
+from stacks.config import load_config
+from stacks.containers import model_version
+from stacks.names import versioned_endpoint_name
+from tests.infra.conftest import default_context
+from tests.infra.resolved import PROMOTION_TAG, stage_templates
+
 STAGES = ["dev", "prod"]
 
 
@@ -28,19 +34,22 @@ def _stringify(value, fake):
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_properties_pass_the_glue_validator(templates, stage):
-    props = dict(_custom_resource(templates[(stage, "search")])["Properties"])
+@pytest.mark.parametrize("tag", [None, PROMOTION_TAG], ids=["deployed", "promoted"])
+def test_properties_pass_the_glue_validator(app, stage, tag):
+    """Resolved as CloudFormation does (the endpoint name read from SSM at deploy time), then
+    stringified as it sends them."""
+    resolved = stage_templates(app, stage, promotion_tag=tag)
+    search_stack = f"semsearch-{stage}-search"
+    (resource,) = resolved.resources(search_stack, "Custom::NeuralSearch").values()
+    props = dict(resolved.resolve(search_stack, resource["Properties"]))
     props.pop("ServiceToken")
-    resolved = {k: _stringify(v, "placeholder") for k, v in props.items()}
-    resolved["OpenSearchUrl"] = "https://search-semsearch.us-east-1.es.amazonaws.com"
-    resolved["Region"] = "us-east-1"
-    resolved["ConnectorRoleArn"] = "arn:aws:iam::123456789012:role/connector"
-    resolved["RoleMappings"] = json.dumps({"all_access": ["arn:aws:iam::123456789012:role/glue"]})
-    resolved["LoaderBackendRoles"] = json.dumps(["arn:aws:iam::123456789012:role/loader"])
-    parsed = parse(resolved)
+    parsed = parse({k: _stringify(v, "unresolved") for k, v in props.items()})
     assert parsed.dimension == 384
     assert parsed.flavor == "tei"
-    assert parsed.endpoint_name == f"semsearch-{stage}-{'cpu' if stage == 'dev' else 'gpu'}"
+    endpoint = "cpu" if stage == "dev" else "gpu"
+    version = model_version(load_config(default_context()).stage(stage).endpoints[endpoint])
+    expected = versioned_endpoint_name(stage, endpoint, version) + (f"-{tag}" if tag else "")
+    assert parsed.endpoint_name == expected
     assert parsed.knn_engine == "lucene"
 
 

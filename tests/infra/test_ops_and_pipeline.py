@@ -8,7 +8,10 @@ import json
 import pytest
 
 from stacks.config import ConfigError, load_config
+from stacks.containers import model_version
+from stacks.names import versioned_endpoint_name
 from tests.infra.conftest import default_context, synth
+from tests.infra.resolved import PROMOTION_TAG, only, stage_templates
 
 STAGES = ["dev", "prod"]
 
@@ -229,7 +232,13 @@ def scale_to_zero(tmp_path_factory):
     ctx["dev.ops.active_hours_utc"] = "07-19"
     app, _ = synth(ctx, tmp_path_factory.mktemp("cdk.out"))
     stage = app.node.find_child("dev")
-    return {kind: assertions.Template.from_stack(getattr(stage, kind)) for kind in ("model", "search", "jobs")}
+    found = {kind: assertions.Template.from_stack(getattr(stage, kind)) for kind in ("model", "search", "jobs")}
+    #: The endpoint's name for its model version, and as resolved before and after a promotion.
+    version = model_version(load_config(ctx).stage("dev").endpoints["cpu"])
+    found["endpoint"] = versioned_endpoint_name("dev", "cpu", version)
+    found["resolved"] = stage_templates(app, "dev")
+    found["promoted"] = stage_templates(app, "dev", promotion_tag=PROMOTION_TAG)
+    return found
 
 
 def test_active_hours_host_the_model_as_a_component_that_scales_to_zero(scale_to_zero):
@@ -239,7 +248,13 @@ def test_active_hours_host_the_model_as_a_component_that_scales_to_zero(scale_to
     assert variant["ManagedInstanceScaling"] == {"Status": "ENABLED", "MinInstanceCount": 0, "MaxInstanceCount": 2}
     assert "ModelName" not in variant
     (component,) = model.find_resources("AWS::SageMaker::InferenceComponent").values()
-    assert component["Properties"]["InferenceComponentName"] == "semsearch-dev-cpu-model"
+    endpoint = scale_to_zero["endpoint"]
+    for resolved, name in ((scale_to_zero["resolved"], endpoint),
+                           (scale_to_zero["promoted"], f"{endpoint}-{PROMOTION_TAG}")):
+        deployed = only(resolved, "semsearch-dev-model", "AWS::SageMaker::InferenceComponent")
+        assert (deployed["InferenceComponentName"], deployed["EndpointName"]) == (f"{name}-model", name)
+    # A new version is a new component beside the old one, which serves until the glue flips.
+    assert (component["UpdateReplacePolicy"], component["DeletionPolicy"]) == ("Retain", "Delete")
     requirements = component["Properties"]["Specification"]["ComputeResourceRequirements"]
     assert requirements == {"NumberOfCpuCoresRequired": 3, "MinMemoryRequiredInMb": 6144}  # ml.c6i.xlarge
 
@@ -247,7 +262,10 @@ def test_active_hours_host_the_model_as_a_component_that_scales_to_zero(scale_to
 def test_schedule_wakes_up_and_sleeps_on_weekdays(scale_to_zero):
     (target,) = scale_to_zero["model"].find_resources("AWS::ApplicationAutoScaling::ScalableTarget").values()
     props = target["Properties"]
-    assert props["ResourceId"] == "inference-component/semsearch-dev-cpu-model"
+    for resolved, name in ((scale_to_zero["resolved"], scale_to_zero["endpoint"]),
+                           (scale_to_zero["promoted"], f"{scale_to_zero['endpoint']}-{PROMOTION_TAG}")):
+        deployed = only(resolved, "semsearch-dev-model", "AWS::ApplicationAutoScaling::ScalableTarget")
+        assert deployed["ResourceId"] == f"inference-component/{name}-model"
     assert props["ScalableDimension"] == "sagemaker:inference-component:DesiredCopyCount"
     actions = {a["ScheduledActionName"]: a for a in props["ScheduledActions"]}
     wake = next(a for name, a in actions.items() if "WakeUp" in name)
@@ -258,10 +276,15 @@ def test_schedule_wakes_up_and_sleeps_on_weekdays(scale_to_zero):
     assert sleep["ScalableTargetAction"] == {"MinCapacity": 0, "MaxCapacity": 0}
 
 
-def test_connector_and_promotion_name_the_component(scale_to_zero):
-    (resource,) = scale_to_zero["search"].find_resources("Custom::NeuralSearch").values()
-    assert resource["Properties"]["InferenceComponentName"] == "semsearch-dev-cpu-model"
+def test_connector_names_the_component_the_model_stack_deploys_before_and_after_a_promotion(scale_to_zero):
+    """The search stack reads the endpoint's name from SSM: the glue's connector names the
+    component that serves now; the promotion redeploys it through the stacks, never in place."""
+    for resolved in (scale_to_zero["resolved"], scale_to_zero["promoted"]):
+        component = only(resolved, "semsearch-dev-model", "AWS::SageMaker::InferenceComponent")
+        glue = only(resolved, "semsearch-dev-search", "Custom::NeuralSearch")
+        assert (glue["EndpointName"], glue["InferenceComponentName"]) == (
+            component["EndpointName"], component["InferenceComponentName"])
     machines = scale_to_zero["jobs"].find_resources("AWS::StepFunctions::StateMachine")
     text = json.dumps([m["Properties"]["DefinitionString"] for m in machines.values()])
-    assert "updateInferenceComponent" in text and "describeInferenceComponent" in text
-    assert "updateEndpoint" not in text
+    assert "cloudformation:updateStack" in text
+    assert "updateInferenceComponent" not in text and "updateEndpoint" not in text

@@ -7,6 +7,8 @@ import json
 import pytest
 from aws_cdk.assertions import Match
 
+from tests.infra.resolved import PROMOTION_TAG, only, role_statements, stage_templates
+
 STAGES = ["dev", "prod"]
 
 
@@ -86,7 +88,7 @@ def test_prod_domain_spans_three_zones_with_dedicated_masters(templates):
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_connector_role_trusts_opensearch_and_invokes_only_its_endpoint(templates, stage):
+def test_connector_role_trusts_opensearch_and_invokes_only_its_endpoint(templates, app, stage):
     template = templates[(stage, "search")]
     roles = template.find_resources("AWS::IAM::Role", {"Properties": {"Description": Match.string_like_regexp(
         "ml-commons connector")}})
@@ -95,10 +97,15 @@ def test_connector_role_trusts_opensearch_and_invokes_only_its_endpoint(template
     assert sorted(services) == ["es.amazonaws.com", "opensearchservice.amazonaws.com"]
     invoke = [s for s in _policy_statements(template) if s["Action"] == "sagemaker:InvokeEndpoint"]
     assert len(invoke) == 1
-    resource = json.dumps(invoke[0]["Resource"])
-    endpoint = "cpu" if stage == "dev" else "gpu"
-    assert f"endpoint/semsearch-{stage}-{endpoint}" in resource
-    assert '"*"' not in resource
+    # The endpoint the model stack deploys now, as the search stack reads its name from SSM.
+    for tag in (None, PROMOTION_TAG):
+        resolved = stage_templates(app, stage, promotion_tag=tag)
+        endpoint = only(resolved, f"semsearch-{stage}-model", "AWS::SageMaker::Endpoint")["EndpointName"]
+        assert endpoint.startswith(f"semsearch-{stage}-{'cpu' if stage == 'dev' else 'gpu'}-")
+        assert endpoint.endswith(f"-{PROMOTION_TAG}") == (tag is not None)
+        (statement,) = [s for s in role_statements(resolved, f"semsearch-{stage}-search", "ConnectorRole")
+                        if s["Action"] == "sagemaker:InvokeEndpoint"]
+        assert statement["Resource"] == f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{endpoint}"
     for policy in template.find_resources("AWS::IAM::Policy").values():
         if {"Ref": role_id} in policy["Properties"]["Roles"]:
             assert all(s["Action"] == "sagemaker:InvokeEndpoint" for s in policy["Properties"]["PolicyDocument"]["Statement"])
@@ -141,7 +148,7 @@ def _endpoint_config(template):
     return config["Properties"]
 
 
-def test_dev_endpoint_is_tei_on_c6i_with_a_kms_volume_key(templates):
+def test_dev_endpoint_is_tei_on_c6i_with_a_kms_volume_key(templates, app):
     template = templates[("dev", "model")]
     props = _endpoint_config(template)
     assert props["ProductionVariants"][0]["InstanceType"] == "ml.c6i.xlarge"
@@ -149,9 +156,12 @@ def test_dev_endpoint_is_tei_on_c6i_with_a_kms_volume_key(templates):
     (model,) = _resources(template, "AWS::SageMaker::Model")
     container = model["Properties"]["PrimaryContainer"]
     assert container["Image"] == {"Fn::FindInMap": ["ImageHuggingfaceTeiCpu182", {"Ref": "AWS::Region"}, "uri"]}
-    assert container["Environment"] == {
-        "HF_MODEL_ID": "sentence-transformers/all-MiniLM-L6-v2", "POOLING": "mean",
-        "MAX_BATCH_TOKENS": "16384", "MAX_CLIENT_BATCH_SIZE": "32", "AUTO_TRUNCATE": "true"}
+    environment = {"HF_MODEL_ID": "sentence-transformers/all-MiniLM-L6-v2", "POOLING": "mean",
+                   "MAX_BATCH_TOKENS": "16384", "MAX_CLIENT_BATCH_SIZE": "32", "AUTO_TRUNCATE": "true"}
+    # From the Hub; after a promotion, the tuned weights SageMaker unpacks from S3.
+    for tag, model_id in ((None, environment["HF_MODEL_ID"]), (PROMOTION_TAG, "/opt/ml/model")):
+        resolved = only(stage_templates(app, "dev", promotion_tag=tag), "semsearch-dev-model", "AWS::SageMaker::Model")
+        assert resolved["PrimaryContainer"]["Environment"] == {**environment, "HF_MODEL_ID": model_id}
 
 
 def test_prod_endpoint_is_tei_gpu_on_g5_without_a_volume_key(templates):

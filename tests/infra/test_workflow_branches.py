@@ -6,6 +6,9 @@ implementation (jsonata-python, tests/infra/specs/states.py) on realistic inputs
 
 - fine-tune: the Train state's Assign on a DescribeTrainingJob result (what
   createTrainingJob.sync returns), then the TunedBeatsBase gate;
+- fine-tune: a promotion (KeepModel, RecordPromotion) fed back into the templates as the
+  promotion parameter's value, and each stack's update on UpdateStack errors and
+  DescribeStacks results;
 - batch-embed: the LatestModel state's Assign on an SSM GetParameter result holding the
   parameter's deployed value or a promoted model, then HasModel;
 - batch-embed: the BulkLoad state's Output on a Lambda Invoke result whose Payload is what the
@@ -22,6 +25,7 @@ from bulk_loader.bulk import Report
 
 from stacks.config import load_config
 from tests.infra.conftest import default_context
+from tests.infra.resolved import only
 from tests.infra.specs import states
 from tests.infra.specs.intrinsics import Templates
 
@@ -82,7 +86,7 @@ def test_gate_promotes_a_gain_at_or_above_the_configured_minimum(resolved, stage
     for gain in (minimum, minimum + 0.05, 0.3):
         metrics = {"eval:base:ndcg@10": 0.61, "eval:tuned:ndcg@10": 0.61 + gain, GAIN: gain, "train:loss": 0.42}
         target, variables = _gate(definition, _training_job(metrics))
-        assert (target, variables["gain"]) == ("CreateModel", gain)
+        assert (target, variables["gain"]) == ("KeepModel", gain)
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -104,6 +108,115 @@ def test_gate_fails_as_metrics_missing_when_the_job_reported_no_gain(resolved, m
     target, variables = _gate(definition, _training_job(metrics))
     assert (target, variables["gain"]) == ("MetricsMissing", None)
     assert definition["States"]["MetricsMissing"]["Type"] == "Fail"
+
+
+# -- fine-tune: the promotion -------------------------------------------------------------------
+
+BUCKET = "semsearch-dev-artifacts-123456789012-us-east-1"  # the artifact bucket, resolved
+EXEC_ROLE = "arn:aws:iam::123456789012:role/cdk-hnb659fds-cfn-exec-role-123456789012-us-east-1"
+
+
+def _arguments(state: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
+    return {k: _evaluate(v, variables=variables) if isinstance(v, str) and v.startswith("{%") else v
+            for k, v in state["Arguments"].items()}
+
+
+def _promotion_variables(definition: dict[str, Any]) -> dict[str, Any]:
+    """The variables after the gate and KeepModel, for a job that gained enough."""
+    variables = _assign(definition["States"]["Train"], state_input={}, result=_training_job({GAIN: 0.02}))
+    return {**variables, "tag": _evaluate(definition["States"]["KeepModel"]["Assign"]["tag"], variables=variables)}
+
+
+def test_a_promotion_serves_the_model_it_copied(resolved):
+    """What KeepModel copies and RecordPromotion writes, read back by the model stack as
+    CloudFormation does on the update that follows: the endpoint serves that very object."""
+    definition = _machine(resolved, "dev", "fine-tune")
+    variables = _promotion_variables(definition)
+    job = "semsearch-dev-ft-1767614400000"
+    assert variables["tag"] == "ft-1767614400000"
+    copied = _arguments(definition["States"]["KeepModel"], variables)
+    assert copied == {"Bucket": BUCKET,
+                      "CopySource": f"semsearch-dev-artifacts/jobs/training/{job}/output/model.tar.gz",
+                      "Key": f"models/{job}/model.tar.gz"}
+    record = _arguments(definition["States"]["RecordPromotion"], variables)
+    assert record["Value"] == variables["tag"] and record["Overwrite"] is True
+
+    promoted = Templates(resolved.by_stack, ssm_values={record["Name"]: record["Value"]})
+    model = only(promoted, "semsearch-dev-model", "AWS::SageMaker::Model")
+    assert model["PrimaryContainer"]["ModelDataUrl"] == f"s3://{copied['Bucket']}/{copied['Key']}"
+    endpoint = only(promoted, "semsearch-dev-model", "AWS::SageMaker::Endpoint")["EndpointName"]
+    assert endpoint.endswith(f"-{variables['tag']}")
+    assert promoted.ssm_value("/semsearch-dev/cpu/serving-endpoint") == endpoint  # what search and ops read
+    unpromoted = only(resolved, "semsearch-dev-model", "AWS::SageMaker::Endpoint")["EndpointName"]
+    assert unpromoted == endpoint.removesuffix(f"-{variables['tag']}")
+
+
+def _catch_output(state: dict[str, Any], error: str, cause: str) -> Any:
+    """What a Catch of ``state`` passes on for this error (AWS hands it $states.errorOutput)."""
+    (catcher,) = state["Catch"]
+    bindings = {"states": {"errorOutput": {"Error": error, "Cause": cause}, "context": {}}}
+    output = catcher.get("Output", "{% $states.errorOutput %}")  # AWS's default for a Catch
+    if isinstance(output, dict):
+        return catcher["Next"], {k: states.evaluate(v.strip()[2:-2].strip(), bindings) for k, v in output.items()}
+    return catcher["Next"], states.evaluate(output.strip()[2:-2].strip(), bindings)
+
+
+def _describe(definition: dict[str, Any], key: str, status: str, reason: str | None = None) -> str | None:
+    """Where <key>Settled goes on a DescribeStacks result with this status."""
+    stack = {"StackName": "example", "StackStatus": status, "CreationTime": "2026-01-05T13:00:00Z"}
+    if reason is not None:
+        stack["StackStatusReason"] = reason
+    result = {"Stacks": [stack]}
+    variables = _assign(definition["States"][f"Describe{key}"], state_input={}, result=result)
+    return states.choose(definition, f"{key}Settled", result, variables)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_promotion_updates_the_model_search_and_ops_stacks_in_order_with_the_execution_role(resolved, stage):
+    definition = _machine(resolved, stage, "fine-tune")
+    prefix = f"Semsearch{stage.capitalize()}"
+    updated, name = [], definition["States"]["RecordPromotion"]["Next"]
+    while name != "Promoted":
+        update = definition["States"][name]
+        assert update["Arguments"]["RoleARN"] == EXEC_ROLE  # CloudFormation deploys as `cdk deploy` does
+        assert update["Arguments"]["UsePreviousTemplate"] is True
+        key = name.removeprefix("Update")
+        assert key.startswith(prefix) and update["Next"] == f"WaitFor{key}"
+        for status in ("UPDATE_IN_PROGRESS", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS"):
+            assert _describe(definition, key, status) == f"WaitFor{key}"
+        assert _describe(definition, key, "UPDATE_COMPLETE") == f"{key}Updated"
+        updated.append(update["Arguments"]["StackName"])
+        name = definition["States"][f"{key}Updated"]["Next"]
+    assert updated == [f"semsearch-{stage}-model", f"semsearch-{stage}-search", f"semsearch-{stage}-ops"]
+    assert definition["States"]["Promoted"]["Type"] == "Succeed"
+
+
+def test_a_stack_without_changes_counts_as_updated_and_other_update_errors_fail(resolved):
+    definition = _machine(resolved, "dev", "fine-tune")
+    update = definition["States"]["UpdateSemsearchDevSearch"]
+    unchanged = _catch_output(update, "CloudFormation.CloudFormationException",
+                              "No updates are to be performed. (Service: CloudFormation, Status Code: 400)")
+    assert states.choose(definition, unchanged[0], unchanged[1], {}) == "SemsearchDevSearchUpdated"
+    busy = _catch_output(update, "CloudFormation.CloudFormationException",
+                         "Stack:semsearch-dev-search is in UPDATE_IN_PROGRESS state and can not be updated.")
+    failed = states.choose(definition, busy[0], busy[1], {})
+    assert definition["States"][failed]["Type"] == "Fail"
+    assert _evaluate(definition["States"][failed]["Cause"], state_input=busy[1]) == (
+        "semsearch-dev-search: Stack:semsearch-dev-search is in UPDATE_IN_PROGRESS state and can not be updated.")
+
+
+@pytest.mark.parametrize("reason", ["Resource handler returned message: the endpoint failed its health check", None])
+def test_a_stack_that_rolls_back_fails_the_promotion_and_says_why(resolved, reason):
+    definition = _machine(resolved, "dev", "fine-tune")
+    parameter = definition["States"]["RecordPromotion"]["Arguments"]["Name"]
+    for status in ("UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED", "UPDATE_FAILED"):
+        target = _describe(definition, "SemsearchDevModel", status, reason)
+        assert target == "SemsearchDevModelRolledBack", status
+        result = {"Stacks": [{"StackStatus": status, **({"StackStatusReason": reason} if reason else {})}]}
+        variables = _assign(definition["States"]["DescribeSemsearchDevModel"], state_input={}, result=result)
+        cause = _evaluate(definition["States"][target]["Cause"], variables=variables)
+        assert cause.startswith(f"semsearch-dev-model ended in {status}: {reason or ''}. "
+                                f"The promotion stays recorded in {parameter}"), cause
 
 
 # -- batch-embed: HasModel -------------------------------------------------------------------
