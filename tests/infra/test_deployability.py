@@ -493,7 +493,7 @@ def test_the_longest_promoted_names_fit_sagemaker(stage, active_hours_utc, tmp_p
     assert model["PrimaryContainer"]["ModelDataUrl"] == f"s3://{bucket}/{key}"
     reads = _allowing(role_statements(resolved, model_stack, f"Endpoint{LONGEST_ENDPOINT}ExecutionRole"),
                       "s3:GetObject")
-    assert [s["Resource"] for s in reads] == [f"arn:aws:s3:::{bucket}/{key}"]
+    assert f"arn:aws:s3:::{bucket}/{key}" in [r for s in reads for r in _listify(s["Resource"])]
     # The workflow copies the job's output to that key, for a job named <prefix>-<tag>.
     (fine_tune,) = [d for d in _machines(resolved.by_stack[f"semsearch-{stage}-jobs"]) if "KeepModel" in d["States"]]
     keep = fine_tune["States"]["KeepModel"]
