@@ -38,6 +38,12 @@ class ModelStack(cdk.Stack):
                 active_hours=active_hours(config.ops.active_hours_utc), promotion=promotion)
             write_serving(endpoint, stage=config.name, endpoint=name, endpoint_name=endpoint.endpoint_name,
                           model_name=endpoint.model.attr_model_name)
+            if name == config.promote_endpoint:
+                # The previous release's jobs stack imports these (its in-place rollout rolled back
+                # on them) and deploys after this stack: an export in use cannot be removed, so
+                # they stay for one release. Remove once every stage has deployed this one.
+                for alarm in (endpoint.latency_alarm, endpoint.error_5xx_alarm):
+                    self.export_value(alarm.alarm_name)
             for alarm in endpoint.alarms:
                 alarm.add_alarm_action(actions.SnsAction(alarm_topic))
                 alarm.add_ok_action(actions.SnsAction(alarm_topic))
