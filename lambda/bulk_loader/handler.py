@@ -10,7 +10,12 @@ Event (every key optional except an input; defaults from the environment in brac
      "suffix": ".out",            # with a prefix: only keys ending so [""]
      "index": "documents",        # [INDEX_NAME]
      "vector_field": "embedding", # [EMBEDDING_FIELD, "embedding"]
-     "text_field": "text"}        # [TEXT_FIELD, "text"]; filled when the input was joined
+     "text_field": "text",        # [TEXT_FIELD, "text"]; filled when the input was joined
+     "endpoint_name": "semsearch-dev-cpu-1a2b3c4d"}  # the endpoint whose model made the vectors
+
+With ``endpoint_name`` (the batch-embed workflow always gives it) the loader first checks that
+the index behind the alias embeds with that endpoint (bulk_loader.serving): otherwise it
+writes nothing and raises VersionMismatch; when it does, it writes into that concrete index.
 
 Environment: OPENSEARCH_URL; AUTH_MODE (sigv4 | basic | none; default sigv4, region from
 AWS_REGION); OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD for basic; CA_FILE; BULK_DOCS (500),
@@ -18,9 +23,9 @@ BULK_BYTES (5000000), MAX_ATTEMPTS (6), BACKOFF_S (0.5); LOG_LEVEL (INFO). Logs 
 line each, with the invocation's request id (json_logging).
 
 Returns {"documents_in", "documents_indexed", "documents_failed", "retried", "requests",
-"complete", "failures", "objects", "index"} when every line was indexed. Otherwise raises
-BulkLoadError whose message holds the counts and the first failures by id (or by
-"<uri> line <n>" for lines that were not documents), so a Step Functions Catch sees them.
+"complete", "failures", "objects", "index", "written_to"} when every document was indexed.
+Otherwise raises BulkLoadError whose message holds the counts and the first failures by id
+(or by "<uri> line <n>" for lines that were not documents), so a Step Functions Catch sees them.
 Documents carry ``_id`` = their id, so running the same input again is safe.
 """
 
@@ -36,7 +41,8 @@ from json_logging import lambda_entry, set_level
 from opensearch_http import ClientConfigError, OpenSearchClient
 
 from .bulk import BulkWriter, LoadError, Report, vector_dimension
-from .source import BadLine, expand, parse_line, read_lines
+from .serving import check_version
+from .source import BadLine, expand, parse_documents, read_lines
 
 log = logging.getLogger(__name__)
 LOGGERS = ("bulk_loader", "opensearch_http")
@@ -94,10 +100,14 @@ def load(event: dict[str, Any], *, client: OpenSearchClient, s3_client: Any = No
     index = _setting(event, "index", "INDEX_NAME")
     vector_field = _setting(event, "vector_field", "EMBEDDING_FIELD", "embedding")
     text_field = _setting(event, "text_field", "TEXT_FIELD", "text")
+    endpoint_name = event.get("endpoint_name")
+    if endpoint_name is not None and (not isinstance(endpoint_name, str) or not endpoint_name):
+        raise LoadError("'endpoint_name' must be the SageMaker endpoint name the vectors come from")
     uris = expand(_inputs(event), suffix=event.get("suffix", ""), s3_client=s3_client)
     dimension = vector_dimension(client, index, vector_field)
+    target = check_version(client, index, endpoint_name) if endpoint_name else index
     report = Report()
-    writer = BulkWriter(client, index, report, vector_field=vector_field, text_field=text_field,
+    writer = BulkWriter(client, target, report, vector_field=vector_field, text_field=text_field,
                         max_docs=int(os.environ.get("BULK_DOCS", 500)),
                         max_bytes=int(os.environ.get("BULK_BYTES", 5_000_000)),
                         attempts=int(os.environ.get("MAX_ATTEMPTS", 6)),
@@ -108,15 +118,15 @@ def load(event: dict[str, Any], *, client: OpenSearchClient, s3_client: Any = No
                 writer.flush()
                 raise BulkLoadError(f"out of time at {uri} line {number}: {report.as_dict(10)}; "
                                     "split the input into smaller objects (re-running is safe: ids are kept)")
-            report.documents_in += 1
-            origin = f"{uri} line {number}"
-            try:
-                writer.add(parse_line(line, origin, dimension))
-            except BadLine as e:
-                report.failed[origin] = str(e).removeprefix(origin + ": ")
+            for doc in parse_documents(line, f"{uri} line {number}", dimension):
+                report.documents_in += 1
+                if isinstance(doc, BadLine):
+                    report.failed[doc.key] = str(doc).removeprefix(doc.key + ": ")
+                else:
+                    writer.add(doc)
         log.info("read %s: %d documents so far", uri, report.documents_in)
     writer.flush()
-    result = {**report.as_dict(), "objects": uris, "index": index}
+    result = {**report.as_dict(), "objects": uris, "index": index, "written_to": target}
     log.info("bulk load: %d of %d document(s) indexed", report.documents_indexed, report.documents_in,
              extra={"data": {k: v for k, v in result.items() if k != "failures"}})
     if not report.complete:

@@ -18,6 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+# The body each serving flavor expects, and who adds the prefix: shared with the batch-embed
+# request lines (bulk_loader.prepare), so both paths send the endpoint the same request.
+from endpoint_request import CUSTOM_BODY, TEI_BODY, body_template, caller_prefix  # noqa: F401 (re-exported)
+
 from .client import OpenSearch, StepError
 from .properties import GlueProperties
 
@@ -28,11 +32,6 @@ POST_PROCESS = "connector.post_process.default.embedding"
 # What a text is embedded as. neural-search sends ingest and query texts to a model the
 # same way, so the kind lives in which model (and so which connector) is called.
 TEXT_KINDS = ("passage", "query")
-# The body each serving flavor expects; ml-commons fills ${parameters.input} with a JSON
-# array of strings. TEI truncates over-long inputs itself when asked to. Our handler
-# takes the kind and adds the model's own prefix for it (inference_code/contracts.py).
-TEI_BODY = '{"inputs": ${parameters.input}, "truncate": true}'
-CUSTOM_BODY = '{"inputs": ${parameters.input}, "prompt_name": "%s"}'
 SMOKE_TEXT = "semsearch smoke test"
 # Hybrid search: keyword (first sub-query) and neural (second) scores after min-max.
 HYBRID_WEIGHTS = [0.3, 0.7]
@@ -168,11 +167,15 @@ def access_roles(props: GlueProperties, names: Names) -> dict[str, tuple[str, di
         "cluster_permissions": ["cluster:admin/opensearch/ml/predict"],
         "index_permissions": [{"index_patterns": indices, "allowed_actions": ["indices:data/read/search"]}],
     }
+    # The loader reads the chain index -> ingest pipeline -> model -> connector first, to
+    # write only vectors of the model version the index embeds with (bulk_loader.serving).
     loader = {
-        "description": f"bulk loader for {names.alias}: read its mapping, write documents",
-        "cluster_permissions": ["indices:data/write/bulk"],
+        "description": f"bulk loader for {names.alias}: read its mapping and model version, write documents",
+        "cluster_permissions": ["indices:data/write/bulk", "cluster:admin/ingest/pipeline/get",
+                                "cluster:admin/opensearch/ml/models/get", "cluster:admin/opensearch/ml/connectors/get"],
         "index_permissions": [{"index_patterns": indices, "allowed_actions": [
-            "indices:admin/mappings/get", "indices:data/write/bulk[s]", "indices:data/write/index"]}],
+            "indices:admin/mappings/get", "indices:monitor/settings/get", "indices:data/write/bulk[s]",
+            "indices:data/write/index"]}],
     }
     return {"search_role": (names.search_role, search, props.search_backend_roles),
             "loader_role": (names.loader_role, loader, props.loader_backend_roles)}
@@ -257,10 +260,9 @@ def predict_action(props: GlueProperties, kind: str) -> dict[str, str]:
     TEI embeds the inputs as given (its prompts only exist where the model's files define
     them), so the connector prepends the catalog's prefix; our handler is told the kind.
     """
-    if props.flavor == "custom":
-        return {"request_body": CUSTOM_BODY % kind, "pre_process_function": PRE_PROCESS}
-    prefix = props.query_prefix if kind == "query" else props.passage_prefix
-    return {"request_body": TEI_BODY, "pre_process_function": prefix_script(prefix) if prefix else PRE_PROCESS}
+    prefix = caller_prefix(props.flavor, props.query_prefix if kind == "query" else props.passage_prefix)
+    return {"request_body": body_template(props.flavor, kind),
+            "pre_process_function": prefix_script(prefix) if prefix else PRE_PROCESS}
 
 
 def connector_body(props: GlueProperties, name: str, kind: str = "passage") -> dict[str, Any]:

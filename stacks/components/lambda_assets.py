@@ -13,8 +13,9 @@ from aws_cdk import aws_lambda as lambda_
 
 LAMBDA_ROOT = Path(__file__).resolve().parents[2] / "lambda"
 RUNTIME = lambda_.Runtime.PYTHON_3_12
-#: Packages of lambda/ that every function's asset carries next to its own.
-SHARED_PACKAGES = ("opensearch_http", "json_logging")
+#: Packages of lambda/ that every function's asset carries next to its own (endpoint_request:
+#: the endpoint's request body, for the glue's connector and the batch-embed request lines).
+SHARED_PACKAGES = ("opensearch_http", "json_logging", "endpoint_request")
 
 
 def lambda_code(package: str) -> lambda_.Code:

@@ -19,6 +19,7 @@ from opensearch_http import OpenSearchClient as LoaderClient
 from semsearch.local.client import Connection
 from semsearch.local.ingest import bulk_ingest
 from semsearch.local.stack import run_custom_resource
+from tests.e2e.conftest import ENDPOINT_NAME
 
 SEARCH_ARN = "arn:aws:iam::123456789012:role/e2e-searcher"
 LOADER_ARN = "arn:aws:iam::123456789012:role/e2e-loader"
@@ -102,7 +103,8 @@ def test_loader_role_does_the_loaders_real_requests_and_nothing_more(opensearch,
                             for i, v in enumerate(vectors)))
     client = LoaderClient(loader.url, auth_mode="basic", username=loader.username or "", password=PASSWORD,
                           ca_file=loader.ca_file or "")
-    report = load({"input": path.as_uri(), "index": alias}, client=client)
+    # With the model-version check (bulk_loader.serving): reads the index's chain to its endpoint first.
+    report = load({"input": path.as_uri(), "index": alias, "endpoint_name": ENDPOINT_NAME}, client=client)
     assert report["complete"] and report["documents_indexed"] == 40 and report["documents_failed"] == 0
     opensearch.request("POST", f"/{alias}/_refresh")
     assert opensearch.request("GET", f"/{alias}/_count")[1]["count"] == 3 + 40

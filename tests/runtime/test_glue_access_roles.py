@@ -55,6 +55,10 @@ def test_roles_reach_only_the_alias_and_this_versions_index():
     assert search["cluster_permissions"] == ["cluster:admin/opensearch/ml/predict"]
     assert search["index_permissions"] == [{"index_patterns": ["documents", props.physical_id],
                                             "allowed_actions": ["indices:data/read/search"]}]
-    assert loader["cluster_permissions"] == ["indices:data/write/bulk"]
+    # The loader reads which model version embeds for the index (bulk_loader.serving) before it writes.
+    assert loader["cluster_permissions"] == ["indices:data/write/bulk", "cluster:admin/ingest/pipeline/get",
+                                             "cluster:admin/opensearch/ml/models/get",
+                                             "cluster:admin/opensearch/ml/connectors/get"]
     assert loader["index_permissions"] == [{"index_patterns": ["documents", props.physical_id], "allowed_actions": [
-        "indices:admin/mappings/get", "indices:data/write/bulk[s]", "indices:data/write/index"]}]
+        "indices:admin/mappings/get", "indices:monitor/settings/get", "indices:data/write/bulk[s]",
+        "indices:data/write/index"]}]

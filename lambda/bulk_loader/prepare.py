@@ -1,0 +1,231 @@
+"""Batch-embed request lines: the user's documents as one endpoint request per line, for the
+SageMaker transform job. Handler: ``bulk_loader.prepare.handler``.
+
+Input: JSON Lines, one document per line, ``{"id": "...", "text": "..."}`` (``text_inputs``
+is read where ``text`` is absent). Each output line is one request exactly as the index's
+ingest pipeline would send it (endpoint_request: same body, same prefix), with what the
+loader needs beside it::
+
+    {"ids": [...], "texts": [...], "request": {"inputs": ["passage: ...", ...], "truncate": true}}
+
+The transform job sends only ``request`` (DataProcessing.InputFilter ``$.request``), one
+line per invocation (BatchStrategy SingleRecord: the endpoint takes one JSON body, not
+lines), and joins the answer, one vector per input in order, to the line under
+``SageMakerOutput`` (JoinSource Input); the loader pairs ids, texts and vectors
+(bulk_loader.source). A request holds at most ``max_texts`` texts (the endpoint's
+max_client_batch_size, which TEI enforces) and a line at most ``max_bytes`` bytes (the job's
+MaxPayloadInMB). Lines go into parts of at most PART_LINES lines, so that several transform
+instances share the work (each takes whole objects).
+
+Event::
+
+    {"input": "s3://bucket/batch/input/docs.jsonl",  # or a prefix ending in "/", or a list
+     "output": "s3://bucket/jobs/batch/<job>/requests/",
+     "flavor": "tei",        # the fronted endpoint's serving flavor
+     "prefix": "passage: ",  # the catalog's passage prefix ("" when none)
+     "max_texts": 32, "max_bytes": 6291456}
+
+Returns {"documents", "requests", "objects", "inputs"}. A line that is not a document, or a
+document too big for a request on its own, fails the whole preparation (PrepareError naming
+each by "<uri> line <n>") before any transform starts; the parts already written lie under
+jobs/, which expires.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from endpoint_request import FLAVORS, request_body
+from json_logging import lambda_entry, set_level
+
+from .source import boto3_s3, expand, read_lines
+
+log = logging.getLogger(__name__)
+LOGGERS = ("bulk_loader",)
+set_level(*LOGGERS)
+
+#: What the workflow embeds: documents, never queries.
+KIND = "passage"
+#: Request lines per output object: a transform job hands whole objects to its instances, so
+#: objects of a few thousand documents let several instances share a corpus of tens of thousands.
+PART_LINES = 100
+#: Failures a PrepareError quotes.
+MAX_SHOWN = 10
+
+
+class PrepareError(Exception):
+    """The input cannot become request lines as it is; the message says which lines and why."""
+
+
+@dataclass
+class Batcher:
+    """Cuts documents into requests of at most ``max_texts`` texts and ``max_bytes`` bytes a line."""
+
+    flavor: str
+    prefix: str
+    max_texts: int
+    max_bytes: int
+    ids: list[Any] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.flavor not in FLAVORS:
+            raise PrepareError(f"'flavor' must be one of {', '.join(FLAVORS)}, got {self.flavor!r}")
+        if self.max_texts < 1 or self.max_bytes < 1:
+            raise PrepareError(f"'max_texts' and 'max_bytes' must be positive, got {self.max_texts}, {self.max_bytes}")
+        self.empty_size = len(self._line([], []))
+
+    def _line(self, ids: list[Any], texts: list[str]) -> bytes:
+        body = request_body(self.flavor, KIND, texts, self.prefix)
+        return (json.dumps({"ids": ids, "texts": texts, "request": body}, ensure_ascii=False) + "\n").encode()
+
+    def _cost(self, doc_id: Any, text: str) -> int:
+        """An upper bound of what one document adds to a line: its id, its text and its
+        request input, each with a ", " separator."""
+        return sum(len(json.dumps(x, ensure_ascii=False).encode()) + 2
+                   for x in (doc_id, text, self.prefix + text if self.flavor == "tei" else text))
+
+    def add(self, doc_id: Any, text: str) -> bytes | None:
+        """Take one document; returns the finished line it closed, if any. ValueError when the
+        document alone would not fit in a line."""
+        cost = self._cost(doc_id, text)
+        if self.empty_size + cost > self.max_bytes:
+            raise ValueError(f"the document is about {self.empty_size + cost} bytes as a request; max_bytes is "
+                             f"{self.max_bytes} (the job's MaxPayloadInMB; for TEI at most its payload limit)")
+        done = None
+        if self.ids and (len(self.ids) >= self.max_texts or self.empty_size + self.size + cost > self.max_bytes):
+            done = self.flush()
+        self.ids.append(doc_id)
+        self.texts.append(text)
+        self.size += cost
+        return done
+
+    def flush(self) -> bytes | None:
+        if not self.ids:
+            return None
+        line = self._line(self.ids, self.texts)
+        assert len(line) <= self.max_bytes, (len(line), self.max_bytes)  # _cost is an upper bound
+        self.ids, self.texts, self.size = [], [], 0
+        return line
+
+
+def _document(line: bytes) -> tuple[Any, str]:
+    try:
+        record = json.loads(line)
+    except ValueError as e:
+        raise ValueError(f"not valid JSON ({e})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object with 'id' and 'text', got {type(record).__name__}")
+    doc_id = record.get("id")
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id) == "":
+        raise ValueError("missing 'id' (a non-empty string or integer)")
+    text = record.get("text", record.get("text_inputs"))
+    if not isinstance(text, str):
+        raise ValueError(f"id {doc_id!r}: missing 'text' (a string)")
+    return doc_id, text
+
+
+class Parts:
+    """Writes request lines into numbered objects under ``output`` (s3:// or, locally, file://)."""
+
+    def __init__(self, output: str, *, s3_client: Any = None, part_lines: int | None = None) -> None:
+        parsed = urlparse(output)
+        if parsed.scheme not in ("s3", "file") or not parsed.path.endswith("/"):
+            raise PrepareError(f"'output' must be an s3:// (or file://) prefix ending in '/', got {output!r}")
+        if parsed.scheme == "file" and os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+            raise PrepareError(f"{output!r}: file:// outputs are for local runs; in Lambda give an s3:// prefix")
+        self.output, self.parsed, self.s3_client = output, parsed, s3_client
+        self.part_lines = part_lines or PART_LINES
+        self.lines: list[bytes] = []
+        self.objects: list[str] = []
+
+    def add(self, line: bytes) -> None:
+        self.lines.append(line)
+        if len(self.lines) >= self.part_lines:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        name = f"part-{len(self.objects):05d}.jsonl"
+        data = b"".join(self.lines)
+        if self.parsed.scheme == "s3":
+            (self.s3_client or boto3_s3()).put_object(Bucket=self.parsed.netloc, Key=self.parsed.path.lstrip("/") + name,
+                                                 Body=data, ContentType="application/jsonlines")
+        else:
+            folder = Path(unquote(self.parsed.path))
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        self.objects.append(self.output + name)
+        self.lines = []
+
+
+def _inputs(event: dict[str, Any]) -> list[str]:
+    value = event.get("input")
+    uris = [value] if isinstance(value, str) else value
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and u for u in uris):
+        raise PrepareError("'input' must be an s3:// URI (object or prefix ending in '/') or a list of them")
+    return uris
+
+
+def _documents(uris: list[str], failed: dict[str, str], s3_client: Any) -> Iterator[tuple[str, Any, str]]:
+    for uri in uris:
+        for number, line in read_lines(uri, s3_client=s3_client):
+            origin = f"{uri} line {number}"
+            try:
+                doc_id, text = _document(line)
+            except ValueError as e:
+                failed[origin] = str(e)
+                continue
+            yield origin, doc_id, text
+
+
+def prepare(event: dict[str, Any], *, s3_client: Any = None) -> dict[str, Any]:
+    """The handler's work with the S3 client passed in (the tests give a Stubber's)."""
+    for key in ("flavor", "output"):
+        if not isinstance(event.get(key), str):
+            raise PrepareError(f"{key!r} missing (a string)")
+    batcher = Batcher(event["flavor"], str(event.get("prefix", "")), int(event.get("max_texts", 32)),
+                      int(event.get("max_bytes", 6 * 1024 * 1024)))
+    uris = expand(_inputs(event), s3_client=s3_client)
+    parts = Parts(event["output"], s3_client=s3_client)
+    failed: dict[str, str] = {}
+    documents = requests = 0
+    for origin, doc_id, text in _documents(uris, failed, s3_client):
+        try:
+            line = batcher.add(doc_id, text)
+        except ValueError as e:
+            failed[origin] = f"id {doc_id!r}: {e}"
+            continue
+        documents += 1
+        if line:
+            parts.add(line)
+            requests += 1
+    last = batcher.flush()
+    if last:
+        parts.add(last)
+        requests += 1
+    if failed:
+        shown = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:MAX_SHOWN])
+        more = f"; and {len(failed) - MAX_SHOWN} more" if len(failed) > MAX_SHOWN else ""
+        raise PrepareError(f"{len(failed)} line(s) of the input are not documents that fit a request: {shown}{more}")
+    if not documents:
+        raise PrepareError(f"no documents in {', '.join(uris)}: expected JSON Lines of {{\"id\", \"text\"}}")
+    parts.flush()
+    result = {"documents": documents, "requests": requests, "objects": parts.objects, "inputs": uris}
+    log.info("prepared %d document(s) as %d request(s) in %d object(s)", documents, requests, len(parts.objects),
+             extra={"data": result})
+    return result
+
+
+@lambda_entry(*LOGGERS)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return prepare(event)
