@@ -6,18 +6,17 @@ import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from stacks import images
 from stacks.catalog import INSTANCES
-from stacks.components.batch_embed_workflow import BATCH_INPUT_PREFIX, NO_MODEL, BatchEmbedWorkflow
+from stacks.components.batch_embed_workflow import BATCH_INPUT_PREFIX, BatchEmbedWorkflow, allow_transform_jobs
 from stacks.components.embedding_endpoint import EmbeddingEndpoint
 from stacks.components.fine_tune_workflow import JOBS_PREFIX, TRAINING_PREFIX, FineTuneWorkflow
 from stacks.components.sagemaker_execution_role import SageMakerExecutionRole
 from stacks.config import StageConfig
 from stacks.nag import acknowledge
-from stacks.names import stack_name
+from stacks.names import serving_parameter, stack_name
 from stacks.storage_stack import artifacts_bucket_name, artifacts_nag_arn
 
 
@@ -59,10 +58,6 @@ class JobsStack(cdk.Stack):
                     (*serving, INSTANCES[config.jobs.transform_instance_type].accelerated)],
             log_groups=["TrainingJobs", "TransformJobs", "Endpoints"], metric_namespaces=["/aws/sagemaker/*"])
 
-        self.latest_model = ssm.StringParameter(self, "LatestModel", parameter_name=f"/{prefix}/latest-model",
-                                                string_value=NO_MODEL,
-                                                description="Name of the last fine-tuned model the gate promoted")
-
         self.fine_tune = FineTuneWorkflow(
             self, "FineTune", name_prefix=prefix, stage=config.name, endpoint=promote,
             endpoint_config=endpoint_config, jobs=config.jobs, execution_role=self.execution_role,
@@ -70,13 +65,22 @@ class JobsStack(cdk.Stack):
             # The stacks that read the promotion (the model) or what serves (search, ops), in deploy order.
             stacks_to_update=[stack_name(config.name, part) for part in ("model", "search", "ops")],
             cloudformation_role_arn=cloudformation_role_arn(self))
+        # Batch embedding runs on what serves the endpoint the search stack fronts, read at run time.
+        fronted = config.search.endpoint
         self.batch_embed = BatchEmbedWorkflow(
-            self, "BatchEmbed", name_prefix=prefix, jobs=config.jobs, execution_role=self.execution_role,
-            artifacts=artifacts, kms_key=key, latest_model=self.latest_model, loader_role=loader_role,
+            self, "BatchEmbed", name_prefix=prefix, jobs=config.jobs, endpoint=config.connector_endpoint,
+            serving_model_parameter=serving_parameter(config.name, fronted, "model"),
+            serving_endpoint_parameter=serving_parameter(config.name, fronted, "endpoint"),
+            artifacts=artifacts, kms_key=key, loader_role=loader_role,
             domain_url=domain_url, index_name=index_name, text_field=config.search.text_field,
             embedding_field=config.search.embedding_field, vpc=config.vpc)
         self._grant_prefixes(loader_role, read=[BatchEmbedWorkflow.output_prefix], write=[])
         key.grant_decrypt(self.batch_embed.loader)
+        self._grant_prefixes(self.batch_embed.preparer_role, read=[BATCH_INPUT_PREFIX],
+                             write=[BatchEmbedWorkflow.output_prefix])
+        key.grant(self.batch_embed.preparer, "kms:Decrypt", "kms:GenerateDataKey")
+        # The transform job runs as the serving model's own role (the model stack's).
+        allow_transform_jobs(endpoints[fronted].role, stage=config.name, kms_key=key)
 
         cdk.CfnOutput(self, "FineTuneStateMachine", value=self.fine_tune.state_machine.state_machine_arn)
         cdk.CfnOutput(self, "BatchEmbedStateMachine", value=self.batch_embed.state_machine.state_machine_arn)

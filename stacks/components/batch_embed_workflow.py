@@ -1,9 +1,24 @@
-"""Batch embedding: a SageMaker batch-transform job over JSONL in S3, then a bulk load of
-the vectors into the OpenSearch index (no re-embedding).
+"""Batch embedding on the model version that serves the search stack's endpoint: documents
+(JSONL in S3) → request lines → a SageMaker batch-transform job on that version's model →
+a bulk load of the vectors into that version's index (no re-embedding).
 
-Start input (all optional): {"input_s3_uri": "s3://…", "model_name": "…"}. Without a
-model name the workflow uses the last model the fine-tune workflow promoted (an SSM
-parameter). An upload under the artifact bucket's batch/input/ starts it too (EventBridge).
+Start input (all optional): {"input_s3_uri": "s3://…", "model_name": "…"}. The workflow reads
+what serves the endpoint at run time, from the two SSM parameters the model stack writes
+(stacks.names.serving_parameter): the SageMaker model (``serving-model``) and the endpoint
+(``serving-endpoint``, whose name carries the model version). So it always has a model: the
+base model on day one, the promoted one after a fine-tune. ``model_name`` transforms with
+another SageMaker model instead; the loader's check compares the index with the serving
+endpoint, so that model must make the serving version's vectors. An upload under the artifact
+bucket's batch/input/ starts a run over that one object (EventBridge).
+
+Passages are embedded as the index's ingest pipeline embeds them: the same request body and
+prefix per flavor (lambda/endpoint_request), at most the endpoint's max_client_batch_size
+texts a request (bulk_loader.prepare). Into that version's index: the loader first checks
+that the index behind the alias embeds with the endpoint the run read, and writes nothing
+otherwise (bulk_loader.serving).
+
+The transform job runs as the model's own role (CreateTransformJob names none): the serving
+model's role needs the job's S3 prefix, key, logs and metrics (``allow_transform_jobs``).
 """
 
 from __future__ import annotations
@@ -16,11 +31,11 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from stacks import batch_transform
 from stacks.catalog import INSTANCES
 from stacks.components.fine_tune_workflow import (
     JOBS_PREFIX,
@@ -31,82 +46,139 @@ from stacks.components.fine_tune_workflow import (
 )
 from stacks.components.lambda_assets import RUNTIME, lambda_code
 from stacks.components.lambda_vpc import LambdaVpcPlacement
-from stacks.config import JobsConfig, VpcConfig
+from stacks.components.sagemaker_execution_role import SageMakerExecutionRole
+from stacks.config import EndpointConfig, JobsConfig, VpcConfig
 from stacks.nag import acknowledge
+from stacks.storage_stack import artifacts_bucket_name, artifacts_nag_arn
 
 BATCH_INPUT_PREFIX = "batch/input/"
-NO_MODEL = "none"
+#: Where transform jobs work, one folder per job: requests/ (prepare), output/ (the loader's input).
+OUTPUT_PREFIX = f"{JOBS_PREFIX}batch/"
+
+
+def allow_transform_jobs(role: SageMakerExecutionRole, *, stage: str, kms_key: kms.IKey) -> None:
+    """What a transform job needs from the role of the model it runs (the serving model's):
+    read its request lines and write its output under jobs/batch/ (SSE-KMS with the stage
+    key), a volume encrypted with that key, and the TransformJobs logs and metrics.
+
+    The statements go into the role's own policy (the model stack's), naming the bucket by
+    its deterministic name: no reference from the model stack to the jobs stack.
+    """
+    bucket_arn = f"arn:{cdk.Aws.PARTITION}:s3:::{artifacts_bucket_name(stage)}"
+    role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                                           resources=[f"{bucket_arn}/{OUTPUT_PREFIX}*"]))
+    role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket_arn],
+                                           conditions={"StringLike": {"s3:prefix": [f"{OUTPUT_PREFIX}*"]}}))
+    acknowledge(role, f"AwsSolutions-IAM5[Resource::{artifacts_nag_arn(stage, OUTPUT_PREFIX + '*')}]",
+                "transform jobs read and write per-run folders: access is limited to this key prefix")
+    kms_key.grant(role, "kms:Decrypt", "kms:GenerateDataKey")
+    role.add_to_policy(iam.PolicyStatement(actions=["kms:CreateGrant"], resources=[kms_key.key_arn],
+                                           conditions={"Bool": {"kms:GrantIsForAWSResource": True}}))
+    role.allow_containers(images=[], log_groups=["TransformJobs"], metric_namespaces=["/aws/sagemaker/TransformJobs"])
 
 
 class BatchEmbedWorkflow(Construct):
-    """CreateTransformJob (.sync; SplitType Line, MultiRecord, AssembleWith Line) → bulk load.
+    """ServingModel (SSM) → Prepare (Lambda) → Transform (.sync; one request per line) →
+    BulkLoad (Lambda) → every prepared document indexed.
 
     Keyword-only properties:
       name_prefix: prefix of job and function names (semsearch-<stage>).
       jobs: transform instance type/count and payload size.
-      execution_role: the SageMaker role (reads the input prefix, writes jobs/batch/).
+      endpoint: the configuration of the endpoint the search stack fronts: its flavor, its
+        model's passage prefix and its batch limit shape the requests.
+      serving_model_parameter / serving_endpoint_parameter: the SSM parameter names the model
+        stack writes for that endpoint (stacks.names.serving_parameter).
       artifacts / kms_key: the stage bucket and key.
-      latest_model: SSM parameter naming the model to use when the input names none.
       loader_role: the bulk loader's role (the search stack maps it in OpenSearch). It
         receives the loader's logging and, with a VPC, network-interface permissions here;
         reading the transform output (``output_prefix``) is the caller's grant.
       domain_url / index_name / text_field / embedding_field: where the loader writes.
       vpc: the stage's VPC, where the domain answers (default: none).
 
-    ``loader`` is the bulk-loader function (payload: bucket, prefix; result: counts).
+    ``preparer`` writes request lines (its role, ``preparer_role``, may read the input and
+    write under ``output_prefix`` by the caller's grants); ``loader`` is the bulk loader.
     """
 
-    #: Where transform jobs write, one folder per job: what the loader reads.
-    output_prefix = f"{JOBS_PREFIX}batch/"
+    #: Where transform jobs work, one folder per job: what the loader reads.
+    output_prefix = OUTPUT_PREFIX
 
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, jobs: JobsConfig,
-                 execution_role: iam.IRole, artifacts: s3.IBucket, kms_key: kms.IKey,
-                 latest_model: ssm.IStringParameter, loader_role: iam.IRole, domain_url: str, index_name: str,
+                 endpoint: EndpointConfig, serving_model_parameter: str, serving_endpoint_parameter: str,
+                 artifacts: s3.IBucket, kms_key: kms.IKey, loader_role: iam.IRole, domain_url: str, index_name: str,
                  text_field: str, embedding_field: str, vpc: VpcConfig | None = None) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
         bucket_uri = f"s3://{artifacts.bucket_name}"
-        self.loader = _bulk_loader(self, name_prefix=name_prefix, role=loader_role, vpc=vpc, environment={
+        # With a VPC the domain answers only inside it: the loader runs there, and so does
+        # the preparer (every function of a stage with a VPC runs in its subnets).
+        placement = LambdaVpcPlacement(self, "LambdaVpc", vpc=vpc) if vpc else None
+        self.loader = _bulk_loader(self, name_prefix=name_prefix, role=loader_role, placement=placement, environment={
             "OPENSEARCH_URL": domain_url, "INDEX_NAME": index_name, "AUTH_MODE": "sigv4",
             "EMBEDDING_FIELD": embedding_field, "TEXT_FIELD": text_field})
+        self.preparer_role = iam.Role(self, "PreparerRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                                      description="Batch-embed prepare: documents into endpoint request lines")
+        self.preparer = _preparer(self, name_prefix=name_prefix, role=self.preparer_role, placement=placement)
         transform_instance = INSTANCES[jobs.transform_instance_type]
+        job_folder = f"'{OUTPUT_PREFIX}' & $jobName & '/"
 
-        resolve_model = tasks.CallAwsService(
-            self, "LatestModel", service="ssm", action="getParameter",
-            iam_resources=[latest_model.parameter_arn], parameters={"Name": latest_model.parameter_name},
-            assign={"modelName": jsonata("$exists($states.input.model_name) ? $states.input.model_name : "
-                                         "$states.result.Parameter.Value"),
+        def parameter(name: str) -> str:
+            """The value of one parameter in the GetParameters result ('' when it is missing)."""
+            return f"($v := $states.result.Parameters[Name = '{name}'].Value; $exists($v) ? $v : '')"
+
+        resolve = tasks.CallAwsService(
+            self, "ServingModel", service="ssm", action="getParameters", iam_action="ssm:GetParameters",
+            iam_resources=[stack.format_arn(service="ssm", resource="parameter", resource_name=p.lstrip("/"))
+                           for p in (serving_model_parameter, serving_endpoint_parameter)],
+            # One call: the model and the endpoint name of one deploy (a promotion moves both).
+            parameters={"Names": [serving_model_parameter, serving_endpoint_parameter]},
+            assign={"modelName": jsonata(f"$exists($states.input.model_name) ? $states.input.model_name : "
+                                         f"{parameter(serving_model_parameter)}"),
+                    "endpointName": jsonata(parameter(serving_endpoint_parameter)),
                     "inputUri": jsonata(f"$exists($states.input.input_s3_uri) ? $states.input.input_s3_uri : "
                                         f"'{bucket_uri}/{BATCH_INPUT_PREFIX}'"),
                     "jobName": jsonata(f"'{name_prefix}-embed-' & $string($millis())")},
         )
-        no_model = sfn.Fail(self, "NoModel", error="NoModel",
-                            cause="no model to embed with: pass model_name, or run the fine-tune workflow first")
-        has_model = sfn.Choice(self, "HasModel")
+        not_serving = sfn.Fail(self, "NotServing", error="NotServing",
+                               cause=f"SSM parameter {serving_model_parameter} or {serving_endpoint_parameter} is "
+                                     "missing: deploy the model stack, which writes what serves the endpoint")
+        serving = sfn.Choice(self, "Serving")
+
+        prepare = tasks.LambdaInvoke(
+            self, "Prepare", lambda_function=self.preparer,
+            payload=sfn.TaskInput.from_object({
+                "input": jsonata("$inputUri"),
+                "output": jsonata(f"'{bucket_uri}/' & {job_folder}requests/'"),
+                "flavor": endpoint.flavor, "prefix": endpoint.model.passage_prefix,
+                **batch_transform.request_limits(endpoint, jobs)}),
+            retry_on_service_exceptions=True,
+            assign={"documents": jsonata("$states.result.Payload.documents")},
+        )
+        fail_on_error(self, prepare, "PrepareFailed", "preparing the request lines")
 
         resources: dict[str, object] = {"InstanceType": jobs.transform_instance_type,
                                         "InstanceCount": jobs.transform_instance_count}
         if not transform_instance.local_nvme:
             resources["VolumeKmsKeyId"] = kms_key.key_arn
-        output_prefix = self.output_prefix
         transform = sfn.CustomState(self, "Transform", state_json={
             "Type": "Task",
             "Resource": f"arn:{cdk.Aws.PARTITION}:states:::sagemaker:createTransformJob.sync",
             "Arguments": {
                 "TransformJobName": jsonata("$jobName"),
                 "ModelName": jsonata("$modelName"),
-                "BatchStrategy": "MultiRecord",
+                # One line, one request (stacks/batch_transform.py): the endpoint gets the request
+                # alone; its answer is joined to the line, whose ids and texts the loader pairs.
+                "BatchStrategy": batch_transform.BATCH_STRATEGY,
                 "MaxPayloadInMB": jobs.transform_max_payload_mb,
                 "TransformInput": {
-                    "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": jsonata("$inputUri")}},
-                    "ContentType": "application/jsonlines", "SplitType": "Line"},
-                "TransformOutput": {"S3OutputPath": jsonata(f"'{bucket_uri}/{output_prefix}' & $jobName & '/'"),
-                                    "Accept": "application/jsonlines", "AssembleWith": "Line",
-                                    "KmsKeyId": kms_key.key_arn},
+                    "DataSource": {"S3DataSource": {
+                        "S3DataType": "S3Prefix", "S3Uri": jsonata(f"'{bucket_uri}/' & {job_folder}requests/'")}},
+                    "ContentType": batch_transform.CONTENT_TYPE, "SplitType": batch_transform.SPLIT_TYPE},
+                "TransformOutput": {
+                    "S3OutputPath": jsonata(f"'{bucket_uri}/' & {job_folder}output/'"),
+                    "Accept": batch_transform.CONTENT_TYPE, "AssembleWith": batch_transform.ASSEMBLE_WITH,
+                    "KmsKeyId": kms_key.key_arn},
                 "TransformResources": resources,
-                # Keep each input line's fields (id, text) next to its embedding, so the
-                # loader indexes the text without embedding anything again.
-                "DataProcessing": {"JoinSource": "Input"},
+                "DataProcessing": dict(batch_transform.DATA_PROCESSING),
             },
         })
         fail_on_error(self, transform, "TransformFailed", "the transform job")
@@ -114,30 +186,37 @@ class BatchEmbedWorkflow(Construct):
         load = tasks.LambdaInvoke(
             self, "BulkLoad", lambda_function=self.loader,
             payload=sfn.TaskInput.from_object({"bucket": artifacts.bucket_name,
-                                               "prefix": jsonata(f"'{output_prefix}' & $jobName & '/'")}),
+                                               "prefix": jsonata(f"{job_folder}output/'"),
+                                               "suffix": batch_transform.OUTPUT_SUFFIX,
+                                               "endpoint_name": jsonata("$endpointName")}),
             retry_on_service_exceptions=True,
             outputs=jsonata("$states.result.Payload"),
         )
         fail_on_error(self, load, "LoadFailed", "the bulk load")
         check = sfn.Choice(self, "AllDocumentsIndexed")
         check.when(sfn.Condition.jsonata("{% $states.input.documents_in = $states.input.documents_indexed and "
-                                         "$states.input.documents_failed = 0 %}"), sfn.Succeed(self, "Loaded"))
+                                         "$states.input.documents_failed = 0 and "
+                                         "$states.input.documents_in = $documents %}"), sfn.Succeed(self, "Loaded"))
+        check.when(sfn.Condition.jsonata("{% $states.input.documents_failed = 0 and "
+                                         "$states.input.documents_in != $documents %}"),
+                   sfn.Fail(self, "DocumentsMissing", error="DocumentsMissing",
+                            cause=jsonata("'the transform output holds ' & $string($states.input.documents_in) & "
+                                          "' documents; ' & $string($documents) & ' were prepared'")))
         check.otherwise(sfn.Fail(self, "LoadIncomplete", error="LoadIncomplete",
                                  cause=jsonata("$string($states.input.documents_failed) & ' of ' & "
                                                "$string($states.input.documents_in) & ' documents failed to index: '"
                                                " & $string($states.input.failures)")))
 
-        has_model.when(sfn.Condition.jsonata(f"{{% $modelName = '{NO_MODEL}' %}}"), no_model)
-        has_model.otherwise(transform.next(load).next(check))
+        serving.when(sfn.Condition.jsonata("{% $modelName = '' or $endpointName = '' %}"), not_serving)
+        serving.otherwise(prepare.next(transform).next(load).next(check))
         self.state_machine = workflow_state_machine(self, name=f"{name_prefix}-batch-embed",
-                                                    start=resolve_model.next(has_model),
-                                                    timeout=cdk.Duration.hours(24))
+                                                    start=resolve.next(serving), timeout=cdk.Duration.hours(24))
         role = self.state_machine.role
-        # The job runs with the model's own role: CreateTransformJob passes none.
         grant_sync_job(role, name_prefix, "Transform")
-        loader_id = stack.resolve(stack.get_logical_id(self.loader.node.default_child))  # type: ignore[arg-type]
-        acknowledge(role, f"AwsSolutions-IAM5[Resource::<{loader_id}.Arn>:*]",
-                    "invokes exactly the bulk loader (the BulkLoad step's grant); ':*' covers its versions")
+        for function in (self.loader, self.preparer):
+            function_id = stack.resolve(stack.get_logical_id(function.node.default_child))  # type: ignore[arg-type]
+            acknowledge(role, f"AwsSolutions-IAM5[Resource::<{function_id}.Arn>:*]",
+                        "invokes exactly this function (its step's grant); ':*' covers its versions")
 
         # An upload under batch/input/ starts a run over that one object.
         upload_rule = events.Rule(self, "OnUpload", event_pattern=events.EventPattern(
@@ -147,23 +226,11 @@ class BatchEmbedWorkflow(Construct):
             {"input_s3_uri": f"{bucket_uri}/{events.EventField.from_path('$.detail.object.key')}"})))
 
 
-def _bulk_loader(workflow: BatchEmbedWorkflow, *, name_prefix: str, role: iam.IRole, vpc: VpcConfig | None,
-                 environment: dict[str, str]) -> lambda_.Function:
-    """The function that writes batch-transform embeddings into the index with _bulk.
-
-    It and its log group are created at the stack's top level, where they were before this
-    component owned them: the same construct paths keep their logical IDs, and the log group
-    has a fixed name, which a new logical ID would try to create before deleting the old one.
-    """
-    stack = cdk.Stack.of(workflow)
-    # With a VPC the domain answers only inside it: the loader runs there too.
-    placement = LambdaVpcPlacement(workflow, "LambdaVpc", vpc=vpc) if vpc else None
-    if placement is not None:
-        placement.grant_eni(role)
-    # The role (search stack) has no logging policy: it may write this one group only. The
-    # group has a fixed name so that the grant names it without a reference back to this stack.
-    log_group_name = f"/aws/lambda/{name_prefix}-bulk-loader"
-    log_group = logs.LogGroup(stack, "BulkLoaderLogs", log_group_name=log_group_name,
+def _function_logs(scope: Construct, construct_id: str, role: iam.IRole, name: str) -> logs.LogGroup:
+    """A fixed-name log group for function ``name`` that ``role`` may write, and only it."""
+    stack = cdk.Stack.of(scope)
+    log_group_name = f"/aws/lambda/{name}"
+    log_group = logs.LogGroup(scope, construct_id, log_group_name=log_group_name,
                               retention=logs.RetentionDays.ONE_MONTH, removal_policy=cdk.RemovalPolicy.DESTROY)
     role.add_to_principal_policy(iam.PolicyStatement(
         actions=["logs:CreateLogStream", "logs:PutLogEvents"],
@@ -171,7 +238,41 @@ def _bulk_loader(workflow: BatchEmbedWorkflow, *, name_prefix: str, role: iam.IR
                                     arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME) + ":*"]))
     acknowledge(role, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
                       f"<AWS::AccountId>:log-group:{log_group_name}:*]",
-                "Lambda names the loader's log streams at run time inside its one log group")
+                "Lambda names the function's log streams at run time inside its one log group")
+    return log_group
+
+
+def _preparer(workflow: BatchEmbedWorkflow, *, name_prefix: str, role: iam.IRole,
+              placement: LambdaVpcPlacement | None) -> lambda_.Function:
+    """The function that turns documents into request lines (S3 only)."""
+    if placement is not None:
+        placement.grant_eni(role)
+    log_group = _function_logs(workflow, "PreparerLogs", role, f"{name_prefix}-batch-prepare")
+    function = lambda_.Function(
+        workflow, "Preparer", runtime=RUNTIME, architecture=lambda_.Architecture.ARM_64,
+        code=lambda_code("bulk_loader"), handler="bulk_loader.prepare.handler", role=role,
+        timeout=cdk.Duration.minutes(15), memory_size=1024,
+        description="Batch embedding: documents into endpoint request lines, as the ingest pipeline asks",
+        log_group=log_group, **(placement.function_props if placement else {}))
+    acknowledge(function, "AwsSolutions-L1",
+                "pinned to python3.12, the runtime this code is tested against; bump deliberately")
+    return function
+
+
+def _bulk_loader(workflow: BatchEmbedWorkflow, *, name_prefix: str, role: iam.IRole,
+                 placement: LambdaVpcPlacement | None, environment: dict[str, str]) -> lambda_.Function:
+    """The function that writes batch-transform embeddings into the index with _bulk.
+
+    It and its log group are created at the stack's top level, where they were before this
+    component owned them: the same construct paths keep their logical IDs, and the log group
+    has a fixed name, which a new logical ID would try to create before deleting the old one.
+    """
+    stack = cdk.Stack.of(workflow)
+    if placement is not None:
+        placement.grant_eni(role)
+    # The role (search stack) has no logging policy: it may write this one group only. The
+    # group has a fixed name so that the grant names it without a reference back to this stack.
+    log_group = _function_logs(stack, "BulkLoaderLogs", role, f"{name_prefix}-bulk-loader")
     loader = lambda_.Function(
         stack, "BulkLoader", runtime=RUNTIME, architecture=lambda_.Architecture.ARM_64,
         code=lambda_code("bulk_loader"), handler="bulk_loader.handler.handler", role=role,

@@ -47,6 +47,26 @@ def validate_stage(stage: StageConfig, path: str, problems: list[str]) -> None:
         problems.append(f"{path}.account: bad value {stage.account!r}; allowed: a 12-digit AWS account id or ''")
     if stage.region and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", stage.region):
         problems.append(f"{path}.region: bad value {stage.region!r}; allowed: an AWS region such as us-east-1, or ''")
+    validate_transform_instance(stage, path, problems)
+
+
+def validate_transform_instance(stage: StageConfig, path: str, problems: list[str]) -> None:
+    """Batch transform runs the serving model of the endpoint the search stack fronts, image
+    and all: a GPU image needs a GPU instance, a CPU image a CPU one."""
+    if stage.search is None or stage.jobs is None:  # their own problems are reported already
+        return
+    endpoint = stage.endpoints.get(stage.search.endpoint)
+    serving = INSTANCES.get(endpoint.instance_type) if endpoint else None
+    transform = INSTANCES.get(stage.jobs.transform_instance_type)
+    if serving is None or transform is None or serving.accelerated == transform.accelerated:
+        return
+    kind = "GPU" if serving.accelerated else "CPU"
+    allowed = sorted(name for name, spec in INSTANCES.items() if spec.accelerated == serving.accelerated)
+    problems.append(
+        f"{path}.jobs.transform_instance_type: {transform.name} is a {'GPU' if transform.accelerated else 'CPU'} "
+        f"instance, but batch transform runs the model of {path}.endpoints.{stage.search.endpoint} "
+        f"(search.endpoint), whose instance_type {serving.name} takes the {kind} image; allowed: a {kind} "
+        f"instance type ({', '.join(allowed)})")
 
 
 def validate_endpoint(ep: EndpointConfig, path: str, problems: list[str], *, dimension: int | None = None) -> None:

@@ -239,6 +239,8 @@ def _callers(templates: Templates) -> list[callers.Caller]:
             if handler.startswith("search_glue."):
                 requests = callers.glue_requests(domain_arn, props["ConnectorRoleArn"], f"{fn_stack}/{fn_id}")
                 requests += [r for _, _, r in callers.glue_serving_calls(props, f"{fn_stack}/{fn_id}")]
+            elif handler == "bulk_loader.prepare.handler":
+                requests = callers.prepare_requests(bucket, key_arn, f"{fn_stack}/{fn_id}")
             elif handler.startswith("bulk_loader."):
                 requests = callers.loader_requests(domain_arn, bucket, key_arn,
                                                    fn_props["Environment"]["Variables"]["INDEX_NAME"],
@@ -247,6 +249,18 @@ def _callers(templates: Templates) -> list[callers.Caller]:
                 continue
             requests += callers.function_requests(templates, fn_stack, fn_id, fn_props, vpc)
             found.append(callers.Caller(f"{fn_stack}/{fn_id} ({handler})", fn_props["Role"], tuple(requests)))
+        # The batch-embed transform job runs as the serving model's own role: the model of the
+        # endpoint whose serving parameters the workflow reads.
+        for _, _, run in _simulations(templates):
+            for call in run.calls:
+                names = call.arguments.get("Names", []) if isinstance(call.arguments, dict) else []
+                served = [n.split("/")[2] for n in names if n.startswith(f"/{stage}/") and n.endswith("/serving-model")]
+                for model_id, model in (templates.resources(f"{stage}-model", "AWS::SageMaker::Model").items()
+                                        if served else ()):
+                    if model_id.startswith(f"Endpoint{served[0]}"):
+                        role = templates.resolve(f"{stage}-model", model["Properties"])["ExecutionRoleArn"]
+                        found.append(callers.Caller(f"{stage}-model/{model_id} (batch transform)", role, tuple(
+                            callers.transform_role_requests(bucket, key_arn, f"{call.machine} state {call.state}"))))
     return found
 
 
@@ -255,6 +269,7 @@ def test_every_runtime_call_is_allowed_by_the_callers_role(variant):
     table = _callers(templates)
     kinds = {c.name.split(" (")[-1] for c in table}
     assert any("bulk_loader" in k for k in kinds) and any("search_glue" in k for k in kinds), kinds
+    assert any("batch transform" in k for k in kinds), kinds
     problems = []
     for caller in table:
         statements = callers.role_statements(templates, caller.role_arn)

@@ -60,6 +60,21 @@ def test_gpu_image_on_cpu_instance_is_rejected():
                in p for p in _errors(ctx))
 
 
+def test_transform_instance_must_run_the_fronted_endpoints_image():
+    """Batch transform runs the serving model, image and all: a GPU image needs a GPU instance."""
+    ctx = default_context()
+    ctx["prod.jobs.transform_instance_type"] = "ml.c6i.xlarge"  # prod fronts a g5 endpoint
+    ctx["dev.jobs.transform_instance_type"] = "ml.g4dn.xlarge"  # dev fronts a c6i endpoint
+    problems = _errors(ctx)
+    assert any(p.startswith("stages.prod.jobs.transform_instance_type: ml.c6i.xlarge is a CPU instance, but batch "
+                            "transform runs the model of stages.prod.endpoints.gpu (search.endpoint), whose "
+                            "instance_type ml.g5.xlarge takes the GPU image; allowed: a GPU instance type (")
+               for p in problems), problems
+    assert any(p.startswith("stages.dev.jobs.transform_instance_type: ml.g4dn.xlarge is a GPU instance") and
+               "allowed: a CPU instance type (ml.c6i.2xlarge" in p for p in problems), problems
+    assert len(problems) == 2
+
+
 def test_dimension_that_disagrees_with_the_catalog_is_rejected():
     ctx = default_context()
     ctx["dev.endpoints.cpu.dimension"] = "768"

@@ -152,8 +152,8 @@ def test_domain_is_created_after_its_logs_resource_policy(dev):
 
 def test_vpc_places_every_function_in_the_subnets_and_groups(vpc):
     functions = {**_resources(vpc["search"], "AWS::Lambda::Function"), **_resources(vpc["jobs"], "AWS::Lambda::Function")}
-    # on_event, is_complete, watchdog, the Provider framework's three, and the bulk loader
-    assert len(functions) == 7, sorted(functions)
+    # on_event, is_complete, watchdog, the Provider framework's three, the bulk loader and batch embed's preparer
+    assert len(functions) == 8, sorted(functions)
     for logical_id, fn in functions.items():
         assert fn["Properties"].get("VpcConfig") == {"SubnetIds": [SUBNET], "SecurityGroupIds": [SG]}, logical_id
 

@@ -118,22 +118,40 @@ def test_every_failure_path_ends_in_a_fail_state_with_a_cause(jobs):
                 assert state.get("Cause") and state.get("Error"), (name, state_name)
 
 
-def test_batch_embed_transforms_lines_and_checks_every_document_is_indexed(jobs):
-    _, template = jobs
+def test_batch_embed_sends_one_request_per_line_and_checks_every_document_is_indexed(jobs):
+    stage, template = jobs
     states = _definition(template, "batch-embed")["States"]
+    # What serves the fronted endpoint, read at run time: both names in one call.
+    endpoint = "cpu" if stage == "dev" else "gpu"
+    serving = states["ServingModel"]
+    assert serving["Resource"].endswith(":states:::aws-sdk:ssm:getParameters")
+    assert serving["Arguments"]["Names"] == [f"/semsearch-{stage}/{endpoint}/serving-model",
+                                             f"/semsearch-{stage}/{endpoint}/serving-endpoint"]
+    assert serving["Next"] == "Serving" and states["Serving"]["Default"] == "Prepare"
+    # Requests as the ingest pipeline sends them: the flavor's body, at most max_client_batch_size texts.
+    prepare = states["Prepare"]["Arguments"]["Payload"]
+    assert (prepare["flavor"], prepare["prefix"], prepare["max_texts"]) == ("tei", "", 32)
+    assert prepare["max_bytes"] == 2_000_000  # TEI's payload limit, under the job's 6 MB
     transform = states["Transform"]
     assert transform["Resource"] == "arn:<ref>:states:::sagemaker:createTransformJob.sync"
     args = transform["Arguments"]
-    assert args["BatchStrategy"] == "MultiRecord"
+    assert args["ModelName"] == "{% $modelName %}"
+    assert args["BatchStrategy"] == "SingleRecord"
     assert args["MaxPayloadInMB"] == 6
     assert args["TransformInput"]["SplitType"] == "Line"
-    assert args["TransformInput"]["ContentType"] == "application/jsonlines"
+    assert args["TransformInput"]["ContentType"] == "application/json"
     assert args["TransformOutput"]["AssembleWith"] == "Line"
-    assert args["TransformResources"] == {"InstanceType": "ml.c6i.xlarge", "InstanceCount": 1,
-                                          "VolumeKmsKeyId": "<ref>"}
+    assert args["DataProcessing"] == {"InputFilter": "$.request", "JoinSource": "Input",
+                                      "OutputFilter": "$['ids','texts','SageMakerOutput']"}
+    # The transform runs the serving model's image: a GPU image for prod's g5 endpoint (local NVMe: no volume key).
+    assert args["TransformResources"] == ({"InstanceType": "ml.c6i.xlarge", "InstanceCount": 1,
+                                           "VolumeKmsKeyId": "<ref>"} if stage == "dev"
+                                          else {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1})
     assert states["Transform"]["Next"] == "BulkLoad"
+    assert states["BulkLoad"]["Arguments"]["Payload"]["endpoint_name"] == "{% $endpointName %}"
     check = states["AllDocumentsIndexed"]
     assert "documents_in = $states.input.documents_indexed" in check["Choices"][0]["Condition"]
+    assert "$states.input.documents_in = $documents" in check["Choices"][0]["Condition"]
     assert states[check["Default"]]["Type"] == "Fail"
 
 

@@ -9,8 +9,8 @@ implementation (jsonata-python, tests/infra/specs/states.py) on realistic inputs
 - fine-tune: a promotion (KeepModel, RecordPromotion) fed back into the templates as the
   promotion parameter's value, and each stack's update on UpdateStack errors and
   DescribeStacks results;
-- batch-embed: the LatestModel state's Assign on an SSM GetParameter result holding the
-  parameter's deployed value or a promoted model, then HasModel;
+- batch-embed: the ServingModel state's Assign on an SSM GetParameters result holding what
+  serves the fronted endpoint (or missing parameters), then Serving;
 - batch-embed: the BulkLoad state's Output on a Lambda Invoke result whose Payload is what the
   bulk loader returns (its own Report.as_dict), then AllDocumentsIndexed.
 """
@@ -219,47 +219,67 @@ def test_a_stack_that_rolls_back_fails_the_promotion_and_says_why(resolved, reas
                                 f"The promotion stays recorded in {parameter}"), cause
 
 
-# -- batch-embed: HasModel -------------------------------------------------------------------
+# -- batch-embed: Serving ---------------------------------------------------------------------
 
-def _latest_model_parameter(templates: Templates, stage: str) -> str:
-    """The value the latest-model parameter is deployed with (before any promotion)."""
-    (value,) = [templates.resolve(stack, resource["Properties"]["Value"])
-                for stack, _, resource in templates.all_resources("AWS::SSM::Parameter")
-                if templates.resolve(stack, resource["Properties"]["Name"]) == f"/semsearch-{stage}/latest-model"]
-    return str(value)
+MODEL_PARAMETER, ENDPOINT_PARAMETER = "/semsearch-dev/cpu/serving-model", "/semsearch-dev/cpu/serving-endpoint"
+SERVING = {MODEL_PARAMETER: "ModelcpuModel1A2B3C4D-x9Yz", ENDPOINT_PARAMETER: "semsearch-dev-cpu-1a2b3c4d"}
 
 
-def _has_model(definition: dict[str, Any], start: dict[str, Any], parameter_value: str) -> str | None:
-    result = {"Parameter": {"Name": "/semsearch-dev/latest-model", "Type": "String", "Value": parameter_value,
-                            "Version": 1, "ARN": "arn:aws:ssm:us-east-1:123456789012:parameter/semsearch-dev/"
-                                                 "latest-model"}}
-    variables = _assign(definition["States"]["LatestModel"], state_input=start, result=result)
-    return states.choose(definition, "HasModel", result, variables)
+def _serving(definition: dict[str, Any], start: dict[str, Any], values: dict[str, str]
+             ) -> tuple[str | None, dict[str, Any]]:
+    """Where Serving goes on a GetParameters result holding ``values`` (the others invalid)."""
+    result = {"Parameters": [{"Name": name, "Type": "String", "Value": value, "Version": 3,
+                              "ARN": f"arn:aws:ssm:us-east-1:123456789012:parameter{name}"}
+                             for name, value in values.items()],
+              "InvalidParameters": [n for n in (MODEL_PARAMETER, ENDPOINT_PARAMETER) if n not in values]}
+    assert definition["States"]["ServingModel"]["Arguments"]["Names"] == [MODEL_PARAMETER, ENDPOINT_PARAMETER]
+    variables = _assign(definition["States"]["ServingModel"], state_input=start, result=result)
+    return states.choose(definition, "Serving", result, variables), variables
 
 
 UPLOAD = {"input_s3_uri": "s3://semsearch-dev-artifacts/batch/input/docs.jsonl"}  # the upload rule's input
 
 
 @pytest.mark.parametrize("start", [{}, UPLOAD], ids=["manual start", "upload"])
-def test_no_model_until_one_is_promoted_or_named(resolved, start):
+def test_the_serving_model_from_day_one_or_the_named_one(resolved, start):
     definition = _machine(resolved, "dev", "batch-embed")
-    deployed = _latest_model_parameter(resolved, "dev")
-    assert _has_model(definition, start, deployed) == "NoModel"
-    assert _has_model(definition, start, "semsearch-dev-ft-1767614400000") == "Transform"
-    assert _has_model(definition, {**start, "model_name": "my-model"}, deployed) == "Transform"
+    target, variables = _serving(definition, start, SERVING)
+    assert target == "Prepare"
+    assert (variables["modelName"], variables["endpointName"]) == tuple(SERVING.values())
+    target, variables = _serving(definition, {**start, "model_name": "my-model"}, SERVING)
+    assert (target, variables["modelName"], variables["endpointName"]) == ("Prepare", "my-model",
+                                                                            SERVING[ENDPOINT_PARAMETER])
+    assert variables["inputUri"] == start.get("input_s3_uri", variables["inputUri"])
+
+
+def test_without_what_serves_the_endpoint_the_run_stops_and_says_so(resolved):
+    definition = _machine(resolved, "dev", "batch-embed")
+    for values in ({}, {MODEL_PARAMETER: SERVING[MODEL_PARAMETER]}):
+        assert _serving(definition, {}, values)[0] == "NotServing"
+    cause = definition["States"]["NotServing"]["Cause"]
+    assert MODEL_PARAMETER in cause and "deploy the model stack" in cause
 
 
 # -- batch-embed: AllDocumentsIndexed --------------------------------------------------------
 
-def _after_load(definition: dict[str, Any], report: Report) -> str | None:
+def _after_load(definition: dict[str, Any], report: Report, prepared: int = 500) -> str | None:
     invoke_result = {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": report.as_dict()}
     loaded = _evaluate(definition["States"]["BulkLoad"]["Output"], result=invoke_result)
-    return states.choose(definition, "AllDocumentsIndexed", loaded, {})
+    return states.choose(definition, "AllDocumentsIndexed", loaded, {"documents": prepared})
 
 
 def test_every_document_indexed_succeeds(resolved):
     definition = _machine(resolved, "dev", "batch-embed")
     assert _after_load(definition, Report(documents_in=500, documents_indexed=500, requests=3, retried=2)) == "Loaded"
+
+
+def test_fewer_documents_out_of_the_transform_than_prepared_fail(resolved):
+    definition = _machine(resolved, "dev", "batch-embed")
+    report = Report(documents_in=480, documents_indexed=480, requests=3)
+    assert _after_load(definition, report, prepared=500) == "DocumentsMissing"
+    cause = _evaluate(definition["States"]["DocumentsMissing"]["Cause"], state_input=report.as_dict(),
+                      variables={"documents": 500})
+    assert cause == "the transform output holds 480 documents; 500 were prepared"
 
 
 @pytest.mark.parametrize("report", [

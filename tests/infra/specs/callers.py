@@ -124,6 +124,9 @@ def task_requests(call: TaskCall, key_arns: dict[str, str], alarm_arns: dict[str
     why = f"{call.machine} state {call.state}"
     if api.service == "lambda":
         return [Request("lambda:InvokeFunction", str(params["FunctionName"]), why=why)]
+    if (api.service, api.operation) == ("ssm", "GetParameters"):
+        return [Request("ssm:GetParameters", arn("ssm", f"parameter/{name.lstrip('/')}"), why=why)
+                for name in params["Names"]]
     requests = [Request(action, _fill(template, params), why=why)
                 for action, template in TASK_RESOURCES[(api.service, api.operation)]]
     if api.integration == "sync":
@@ -260,16 +263,59 @@ def glue_serving_calls(props: dict[str, Any], why: str) -> list[tuple[str, dict[
     return calls
 
 
+JOB_FOLDER = "jobs/batch/semsearch-dev-embed-1767614400000/"
+
+
 def loader_requests(domain_arn: str, bucket: str, key_arn: str, index: str, why: str) -> list[Request]:
-    """lambda/bulk_loader: lists and reads jobs/batch/<job>/ (S3, SSE-KMS with the stage key),
-    GET /<index>/_mapping, POST /<index>/_bulk."""
-    prefix = "jobs/batch/semsearch-dev-embed-1767614400000/"
+    """lambda/bulk_loader/handler.py: lists and reads jobs/batch/<job>/output/ (S3, SSE-KMS with
+    the stage key), GET /<index>/_mapping, the model-version check (bulk_loader/serving.py: the
+    index's settings, its ingest pipeline, model and connector), POST /<concrete index>/_bulk."""
+    prefix = f"{JOB_FOLDER}output/"
+    concrete = "semsearch-dev-0123456789"
     return [Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {"s3:prefix": prefix}, why=why),
-            Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{prefix}docs.jsonl.out", why=why),
+            Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{prefix}part-00000.jsonl.out", why=why),
             Request("kms:Decrypt", key_arn, {"kms:ViaService": f"s3.{REGION}.amazonaws.com"},
                     why=f"{why}: the objects are SSE-KMS with the stage key"),
             Request("es:ESHttpGet", f"{domain_arn}/{index}/_mapping", why=why),
-            Request("es:ESHttpPost", f"{domain_arn}/{index}/_bulk", why=why)]
+            Request("es:ESHttpGet", f"{domain_arn}/{index}/_settings/index.default_pipeline", why=why),
+            Request("es:ESHttpGet", f"{domain_arn}/_ingest/pipeline/{concrete}", why=why),
+            Request("es:ESHttpGet", f"{domain_arn}/_plugins/_ml/models/abc", why=why),
+            Request("es:ESHttpGet", f"{domain_arn}/_plugins/_ml/connectors/def", why=why),
+            Request("es:ESHttpPost", f"{domain_arn}/{concrete}/_bulk", why=why)]
+
+
+def prepare_requests(bucket: str, key_arn: str, why: str) -> list[Request]:
+    """lambda/bulk_loader/prepare.py: lists and reads the documents under batch/input/ and
+    writes request lines under jobs/batch/<job>/requests/ (SSE-KMS with the stage key)."""
+    via_s3 = {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}
+    return [Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {"s3:prefix": "batch/input/"}, why=why),
+            Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/batch/input/docs.jsonl", why=why),
+            Request("kms:Decrypt", key_arn, via_s3, why=f"{why}: reads SSE-KMS objects"),
+            Request("s3:PutObject", f"arn:{PARTITION}:s3:::{bucket}/{JOB_FOLDER}requests/part-00000.jsonl", why=why),
+            Request("kms:GenerateDataKey", key_arn, via_s3, why=f"{why}: writes SSE-KMS objects")]
+
+
+def transform_role_requests(bucket: str, key_arn: str, why: str) -> list[Request]:
+    """A batch-embed transform job, as the serving model's role (CreateTransformJob names no
+    role): reads jobs/batch/<job>/requests/, writes jobs/batch/<job>/output/ with the stage
+    key (TransformOutput.KmsKeyId) and a volume encrypted with it (VolumeKmsKeyId: the role
+    creates the grant), its TransformJobs logs and metrics (SAGEMAKER_ROLE_DOC)."""
+    via_s3 = {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}
+    group = arn("logs", "log-group:/aws/sagemaker/TransformJobs")
+    return [Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {"s3:prefix": f"{JOB_FOLDER}requests/"},
+                    why=why),
+            Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{JOB_FOLDER}requests/part-00000.jsonl", why=why),
+            Request("s3:PutObject", f"arn:{PARTITION}:s3:::{bucket}/{JOB_FOLDER}output/part-00000.jsonl.out",
+                    why=why),
+            Request("kms:Decrypt", key_arn, via_s3, why=why),
+            Request("kms:GenerateDataKey", key_arn, via_s3, why=why),
+            Request("kms:CreateGrant", key_arn, {"kms:GrantIsForAWSResource": "true"}, why=f"{why}: volume key"),
+            Request("logs:CreateLogGroup", group, why=why),
+            Request("logs:CreateLogStream", f"{group}:log-stream:semsearch-dev-embed-1767614400000/i-0123",
+                    why=why),
+            Request("logs:PutLogEvents", f"{group}:log-stream:semsearch-dev-embed-1767614400000/i-0123", why=why),
+            Request("cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "/aws/sagemaker/TransformJobs"},
+                    why=why)]
 
 
 def model_role_requests(templates: Templates, stack: str, logical_id: str, props: dict[str, Any],

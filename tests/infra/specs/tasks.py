@@ -64,6 +64,10 @@ FUNCTION_RESULTS = {
     "bulk_loader.handler.handler": {"documents_in": 3, "documents_indexed": 3, "documents_failed": 0, "retried": 0,
                                     "requests": 1, "complete": True, "failures": [], "objects": 1,
                                     "index": "documents"},
+    # lambda/bulk_loader/prepare.py: "Returns {documents, requests, objects, inputs}"
+    "bulk_loader.prepare.handler": {"documents": 3, "requests": 1,
+                                    "objects": ["s3://example-bucket/jobs/batch/job/requests/part-00000.jsonl"],
+                                    "inputs": ["s3://example-bucket/batch/input/docs.jsonl"]},
 }
 
 
@@ -96,6 +100,12 @@ def representative_result(call: TaskCall, handlers: dict[str, str]) -> Any:
     elif (api.service, operation) == ("ssm", "GetParameter"):
         result["Parameter"] = {"Name": args.get("Name"), "Type": "String", "Version": 2,
                                "Value": "semsearch-dev-ft-1767614400000"}
+    elif (api.service, operation) == ("ssm", "GetParameters"):
+        # What the model stack writes for the endpoint (stacks.names.serving_parameter).
+        result["Parameters"] = [{"Name": name, "Type": "String", "Version": 2,
+                                 "Value": "semsearch-dev-cpu-1a2b3c4d" if name.endswith("-endpoint")
+                                 else "EndpointcpuModel1A2B3C4D-x9Yz"} for name in args.get("Names", [])]
+        result["InvalidParameters"] = []
     elif (api.service, operation) == ("cloudformation", "DescribeStacks"):
         result["Stacks"] = [{"StackName": args.get("StackName", "example"), "StackStatus": "UPDATE_COMPLETE",
                              "CreationTime": "2026-01-05T13:00:00Z"}]
