@@ -45,7 +45,7 @@ from urllib.parse import unquote, urlparse
 from endpoint_request import FLAVORS, request_body
 from json_logging import lambda_entry, set_level
 
-from .source import boto3_s3, expand, read_lines
+from .source import BadLine, boto3_s3, expand, json_object, read_lines, valid_id
 
 log = logging.getLogger(__name__)
 LOGGERS = ("bulk_loader",)
@@ -117,19 +117,15 @@ class Batcher:
         return line
 
 
-def _document(line: bytes) -> tuple[Any, str]:
-    try:
-        record = json.loads(line)
-    except ValueError as e:
-        raise ValueError(f"not valid JSON ({e})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object with 'id' and 'text', got {type(record).__name__}")
+def _document(line: bytes, origin: str) -> tuple[Any, str]:
+    """A ``{"id", "text"}`` line, read by the same rules as the loader's input lines (source)."""
+    record = json_object(line, origin)
     doc_id = record.get("id")
-    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id) == "":
-        raise ValueError("missing 'id' (a non-empty string or integer)")
+    if not valid_id(doc_id):
+        raise BadLine(f"{origin}: missing 'id' (a non-empty string or integer)", origin)
     text = record.get("text", record.get("text_inputs"))
     if not isinstance(text, str):
-        raise ValueError(f"id {doc_id!r}: missing 'text' (a string)")
+        raise BadLine(f"{origin}: id {doc_id!r}: missing 'text' (a string)", origin)
     return doc_id, text
 
 
@@ -181,8 +177,8 @@ def _documents(uris: list[str], failed: dict[str, str], s3_client: Any) -> Itera
         for number, line in read_lines(uri, s3_client=s3_client):
             origin = f"{uri} line {number}"
             try:
-                doc_id, text = _document(line)
-            except ValueError as e:
+                doc_id, text = _document(line, origin)
+            except BadLine as e:
                 failed[origin] = str(e)
                 continue
             yield origin, doc_id, text
@@ -203,7 +199,7 @@ def prepare(event: dict[str, Any], *, s3_client: Any = None) -> dict[str, Any]:
         try:
             line = batcher.add(doc_id, text)
         except ValueError as e:
-            failed[origin] = f"id {doc_id!r}: {e}"
+            failed[origin] = f"{origin}: id {doc_id!r}: {e}"
             continue
         documents += 1
         if line:
@@ -214,7 +210,7 @@ def prepare(event: dict[str, Any], *, s3_client: Any = None) -> dict[str, Any]:
         parts.add(last)
         requests += 1
     if failed:
-        shown = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:MAX_SHOWN])
+        shown = "; ".join(list(failed.values())[:MAX_SHOWN])
         more = f"; and {len(failed) - MAX_SHOWN} more" if len(failed) > MAX_SHOWN else ""
         raise PrepareError(f"{len(failed)} line(s) of the input are not documents that fit a request: {shown}{more}")
     if not documents:

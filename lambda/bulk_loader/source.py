@@ -52,7 +52,7 @@ def parse_documents(line: str | bytes, origin: str, dimension: int | None) -> li
     else one for the line.
     """
     try:
-        record = _record(line, origin)
+        record = json_object(line, origin)
     except BadLine as e:
         return [e]
     if "ids" not in record:
@@ -61,7 +61,7 @@ def parse_documents(line: str | bytes, origin: str, dimension: int | None) -> li
         except BadLine as e:
             return [e]
     ids = record["ids"]
-    if not isinstance(ids, list) or not ids or not all(_valid_id(i) for i in ids):
+    if not isinstance(ids, list) or not ids or not all(valid_id(i) for i in ids):
         return [BadLine(f"{origin}: 'ids' must be a non-empty list of non-empty strings or integers", origin)]
     vectors = record.get("SageMakerOutput")
     texts = record.get("texts", [None] * len(ids))
@@ -87,10 +87,10 @@ def parse_documents(line: str | bytes, origin: str, dimension: int | None) -> li
 
 def parse_line(line: str | bytes, origin: str, dimension: int | None) -> Doc:
     """One single-document output line as a document; BadLine when it has no usable id or vector."""
-    return _single(_record(line, origin), origin, dimension)
+    return _single(json_object(line, origin), origin, dimension)
 
 
-def _record(line: str | bytes, origin: str) -> dict[str, Any]:
+def json_object(line: str | bytes, origin: str) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except ValueError as e:
@@ -100,7 +100,7 @@ def _record(line: str | bytes, origin: str) -> dict[str, Any]:
     return record
 
 
-def _valid_id(value: Any) -> bool:
+def valid_id(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (str, int)) and str(value) != ""
 
 
@@ -109,7 +109,7 @@ def _single(record: dict[str, Any], origin: str, dimension: int | None) -> Doc:
     if not isinstance(output, dict):
         raise BadLine(f"{origin}: SageMakerOutput must be an object with 'id' and 'embedding'", origin)
     doc_id = output.get("id", record.get("id"))
-    if not _valid_id(doc_id):
+    if not valid_id(doc_id):
         raise BadLine(f"{origin}: missing 'id' (a non-empty string or integer)", origin)
     text = record.get("text_inputs", record.get("text"))
     if isinstance(text, list) and len(text) == 1:
