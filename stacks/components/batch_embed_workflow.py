@@ -242,21 +242,31 @@ def _function_logs(scope: Construct, construct_id: str, role: iam.IRole, name: s
     return log_group
 
 
-def _preparer(workflow: BatchEmbedWorkflow, *, name_prefix: str, role: iam.IRole,
-              placement: LambdaVpcPlacement | None) -> lambda_.Function:
-    """The function that turns documents into request lines (S3 only)."""
+def _bulk_loader_function(scope: Construct, construct_id: str, *, handler: str, function_name: str,
+                          description: str, role: iam.IRole, placement: LambdaVpcPlacement | None,
+                          environment: dict[str, str] | None = None) -> lambda_.Function:
+    """One function of the bulk_loader package, with its fixed-name log group (``<id>Logs``)
+    beside it in ``scope``, writable by ``role`` only."""
     if placement is not None:
         placement.grant_eni(role)
-    log_group = _function_logs(workflow, "PreparerLogs", role, f"{name_prefix}-batch-prepare")
+    log_group = _function_logs(scope, f"{construct_id}Logs", role, function_name)
     function = lambda_.Function(
-        workflow, "Preparer", runtime=RUNTIME, architecture=lambda_.Architecture.ARM_64,
-        code=lambda_code("bulk_loader"), handler="bulk_loader.prepare.handler", role=role,
-        timeout=cdk.Duration.minutes(15), memory_size=1024,
-        description="Batch embedding: documents into endpoint request lines, as the ingest pipeline asks",
-        log_group=log_group, **(placement.function_props if placement else {}))
+        scope, construct_id, runtime=RUNTIME, architecture=lambda_.Architecture.ARM_64,
+        code=lambda_code("bulk_loader"), handler=handler, role=role,
+        timeout=cdk.Duration.minutes(15), memory_size=1024, description=description,
+        environment=environment, log_group=log_group, **(placement.function_props if placement else {}))
     acknowledge(function, "AwsSolutions-L1",
                 "pinned to python3.12, the runtime this code is tested against; bump deliberately")
     return function
+
+
+def _preparer(workflow: BatchEmbedWorkflow, *, name_prefix: str, role: iam.IRole,
+              placement: LambdaVpcPlacement | None) -> lambda_.Function:
+    """The function that turns documents into request lines (S3 only)."""
+    return _bulk_loader_function(
+        workflow, "Preparer", handler="bulk_loader.prepare.handler", function_name=f"{name_prefix}-batch-prepare",
+        description="Batch embedding: documents into endpoint request lines, as the ingest pipeline asks",
+        role=role, placement=placement)
 
 
 def _bulk_loader(workflow: BatchEmbedWorkflow, *, name_prefix: str, role: iam.IRole,
@@ -266,20 +276,11 @@ def _bulk_loader(workflow: BatchEmbedWorkflow, *, name_prefix: str, role: iam.IR
     It and its log group are created at the stack's top level, where they were before this
     component owned them: the same construct paths keep their logical IDs, and the log group
     has a fixed name, which a new logical ID would try to create before deleting the old one.
+    The role (search stack) has no logging policy: it may write this one group only; the
+    group has a fixed name so that the grant names it without a reference back to this stack.
     """
-    stack = cdk.Stack.of(workflow)
-    if placement is not None:
-        placement.grant_eni(role)
-    # The role (search stack) has no logging policy: it may write this one group only. The
-    # group has a fixed name so that the grant names it without a reference back to this stack.
-    log_group = _function_logs(stack, "BulkLoaderLogs", role, f"{name_prefix}-bulk-loader")
-    loader = lambda_.Function(
-        stack, "BulkLoader", runtime=RUNTIME, architecture=lambda_.Architecture.ARM_64,
-        code=lambda_code("bulk_loader"), handler="bulk_loader.handler.handler", role=role,
-        timeout=cdk.Duration.minutes(15), memory_size=1024,
+    return _bulk_loader_function(
+        cdk.Stack.of(workflow), "BulkLoader", handler="bulk_loader.handler.handler",
+        function_name=f"{name_prefix}-bulk-loader",
         description="Writes batch-transform embeddings into the OpenSearch index with _bulk",
-        environment=environment, log_group=log_group, **(placement.function_props if placement else {}),
-    )
-    acknowledge(loader, "AwsSolutions-L1",
-                "pinned to python3.12, the runtime this code is tested against; bump deliberately")
-    return loader
+        role=role, placement=placement, environment=environment)
