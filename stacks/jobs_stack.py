@@ -35,28 +35,25 @@ class JobsStack(cdk.Stack):
         # The bucket by its deterministic name: policies then spell out exact prefixes.
         artifacts = s3.Bucket.from_bucket_name(self, "Artifacts", artifacts_bucket_name(config.name))
         self.execution_role = SageMakerExecutionRole(self, "SageMakerRole",
-                                                     description=f"{prefix}: training and batch-transform jobs")
-        # Reads only its inputs, writes only under jobs/.
-        self._grant_prefixes(self.execution_role, read=[TRAINING_PREFIX, BATCH_INPUT_PREFIX, JOBS_PREFIX],
+                                                     description=f"{prefix}: training jobs")
+        # Runs the training job only (transform jobs run as the serving model's role): reads its
+        # inputs, writes only under jobs/.
+        self._grant_prefixes(self.execution_role, read=[TRAINING_PREFIX, JOBS_PREFIX],
                              write=[JOBS_PREFIX])
         key.grant_encrypt_decrypt(self.execution_role)
         for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
             acknowledge(self.execution_role, f"AwsSolutions-IAM5[Action::{action}]",
                         "CDK's encrypt/decrypt grant on the one stage key that encrypts job data and volumes")
-        # Training and transform volumes encrypted with the stage key: CreateTrainingJob and
-        # CreateTransformJob need kms:CreateGrant unless this role has it (SageMaker API
+        # Training volumes encrypted with the stage key: CreateTrainingJob needs kms:CreateGrant
+        # unless this role has it (SageMaker API
         # permissions reference; aws-cdk-lib's create-training-job.ts grants it the same way).
         self.execution_role.add_to_policy(iam.PolicyStatement(
             actions=["kms:CreateGrant"], resources=[key.key_arn],
             conditions={"Bool": {"kms:GrantIsForAWSResource": True}}))
-        serving = ("pytorch-inference", endpoint_config.pytorch_version)
-        # Pulls the training image and the serving image (the promoted model, transform jobs).
         self.execution_role.allow_containers(
             images=[("pytorch-training", images.PYTORCH_TRAINING_VERSION,
-                     INSTANCES[config.jobs.training_instance_type].accelerated),
-                    (*serving, INSTANCES[endpoint_config.instance_type].accelerated),
-                    (*serving, INSTANCES[config.jobs.transform_instance_type].accelerated)],
-            log_groups=["TrainingJobs", "TransformJobs", "Endpoints"], metric_namespaces=["/aws/sagemaker/*"])
+                     INSTANCES[config.jobs.training_instance_type].accelerated)],
+            log_groups=["TrainingJobs"], metric_namespaces=["/aws/sagemaker/*"])
 
         self.fine_tune = FineTuneWorkflow(
             self, "FineTune", name_prefix=prefix, stage=config.name, endpoint=promote,

@@ -105,11 +105,6 @@ class EmbeddingEndpoint(Construct):
         hosting.schedule(scaling, config)
         self.latency_alarm, self.error_5xx_alarm, error_4xx_alarm = self._add_alarms(config)
         self.alarms: list[cloudwatch.Alarm] = [self.latency_alarm, self.error_5xx_alarm, error_4xx_alarm]
-        # Blue/green and rolling updates roll back on these alarms: "Ensure that your IAM execution
-        # role has permission to perform the cloudwatch:DescribeAlarms action on the auto-rollback
-        # alarms" (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html).
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["cloudwatch:DescribeAlarms"], resources=[a.alarm_arn for a in self.rollback_alarms]))
 
     def _model(self, config: EndpointConfig, *, kms_key: kms.IKey | None, model_bucket: s3.IBucket | None,
                vpc: VpcConfig | None, promotion: PromotedFineTune | None) -> sagemaker.CfnModel:
@@ -183,11 +178,6 @@ class EmbeddingEndpoint(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         return latency, errors_5xx, errors_4xx
-
-    @property
-    def rollback_alarms(self) -> list[cloudwatch.Alarm]:
-        """The alarms that roll a model update back: p99 latency and 5xx errors."""
-        return [self.latency_alarm, self.error_5xx_alarm]
 
     def reference_in(self, scope: Construct, *, stage: str, endpoint: str) -> EndpointReference:
         """This endpoint as ``scope``'s stack sees it: its name read from SSM at deploy time

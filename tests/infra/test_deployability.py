@@ -345,11 +345,6 @@ def test_execution_role_may_create_grants_for_its_job_volumes(dev):
     assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": True}}
 
 
-def test_endpoint_role_reads_its_rollback_alarms(dev):
-    (alarms,) = _allows(_role_statements(dev["model"], "EndpointcpuExecutionRole"), "cloudwatch:DescribeAlarms")
-    assert len(_listify(alarms["Resource"])) == 2
-
-
 # --- defect 7: the deploy wait ends on every terminal status botocore lists -----------------
 
 
