@@ -34,12 +34,14 @@ from semsearch import stage
 from semsearch.errors import UsageError
 from semsearch.models import DEFAULT_MODEL_ID, resolve_model_dir
 from stacks.catalog import MODELS
-from stacks.names import stack_name
-
-#: The stacks a model version is deployed through, in deploy order (the promotion's too).
-PARTS = ("model", "search", "ops")
-CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
-NO_UPDATES = "No updates are to be performed"
+from stacks.names import (
+    MODEL_VERSION_STACK_PARTS,
+    STACK_BUSY_MARKER,
+    STACK_UNCHANGED_MESSAGE,
+    STACK_UPDATE_CAPABILITIES,
+    STACK_UPDATED,
+    stack_name,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,13 +85,13 @@ def update_stage(cfn: Any, stage_name: str, *, progress: Callable[[str], None],
     import botocore.exceptions
 
     results: dict[str, str] = {}
-    for part in PARTS:
+    for part in MODEL_VERSION_STACK_PARTS:
         name = stack_name(stage_name, part)
         try:
-            cfn.update_stack(StackName=name, UsePreviousTemplate=True, Capabilities=CAPABILITIES)
+            cfn.update_stack(StackName=name, UsePreviousTemplate=True, Capabilities=STACK_UPDATE_CAPABILITIES)
         except botocore.exceptions.ClientError as e:
             message = e.response.get("Error", {}).get("Message", "")
-            if NO_UPDATES in message:
+            if STACK_UNCHANGED_MESSAGE in message:
                 results[name] = "unchanged"
                 progress(f"{name}: unchanged (nothing it reads has changed since its last deploy)")
                 continue
@@ -99,12 +101,12 @@ def update_stage(cfn: Any, stage_name: str, *, progress: Callable[[str], None],
             sleep(poll_s)
             (stack,) = cfn.describe_stacks(StackName=name)["Stacks"]
             status = stack["StackStatus"]
-            if "IN_PROGRESS" not in status:
+            if STACK_BUSY_MARKER not in status:
                 break
             detail = reembed_progress() if part == "search" else None
             progress(f"{name}: {status}" + (f"; {detail}" if detail else ""))
         results[name] = status
-        if status != "UPDATE_COMPLETE":
+        if status != STACK_UPDATED:
             reason = f"{name} ended in {status}: {stack.get('StackStatusReason', 'no reason given')}"
             progress(f"{reason}; the old model and index serve on")
             return {"stage": stage_name, "stacks": results, "ok": False, "reason": reason}

@@ -16,7 +16,7 @@ from stacks.components.fine_tune_workflow import JOBS_PREFIX, TRAINING_PREFIX, F
 from stacks.components.sagemaker_execution_role import SageMakerExecutionRole
 from stacks.config import StageConfig
 from stacks.nag import acknowledge
-from stacks.names import serving_parameter, stack_name
+from stacks.names import MODEL_VERSION_STACK_PARTS, serving_parameter, stack_name
 from stacks.storage_stack import artifacts_bucket_name, artifacts_nag_arn
 
 
@@ -60,7 +60,7 @@ class JobsStack(cdk.Stack):
             endpoint_config=endpoint_config, jobs=config.jobs, execution_role=self.execution_role,
             artifacts=artifacts, kms_key=key,
             # The stacks that read the promotion (the model) or what serves (search, ops), in deploy order.
-            stacks_to_update=[stack_name(config.name, part) for part in ("model", "search", "ops")],
+            stacks_to_update=[stack_name(config.name, part) for part in MODEL_VERSION_STACK_PARTS],
             cloudformation_role_arn=cloudformation_role_arn(self))
         # Batch embedding runs on what serves the endpoint the search stack fronts, read at run time.
         fronted = config.search.endpoint

@@ -74,3 +74,20 @@ class SearchOutputs:
     #: The document field the ingest pipeline embeds, and the k-NN field it writes.
     TEXT_FIELD = "TextField"
     EMBEDDING_FIELD = "EmbeddingField"
+
+
+# --- Putting a stage on the model version it should serve: one rule for the fine-tune
+# workflow's promotion (JSONata) and `semsearch reembed --stage` (Python) -------------------
+
+#: The stacks a model version goes live through, in deploy order: the model stack reads the
+#: promotion, the search and ops stacks what serves.
+MODEL_VERSION_STACK_PARTS = ("model", "search", "ops")
+#: UpdateStack with the current template needs the capabilities the stacks were deployed with.
+STACK_UPDATE_CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
+#: CloudFormation's ValidationError message when nothing the stack reads has changed: done.
+STACK_UNCHANGED_MESSAGE = "No updates are to be performed"
+#: A stack status containing this is still moving: wait.
+STACK_BUSY_MARKER = "IN_PROGRESS"
+#: The one settled status that means the update went live; any other settled status
+#: (UPDATE_ROLLBACK_COMPLETE, UPDATE_ROLLBACK_FAILED, ...) means the old version serves on.
+STACK_UPDATED = "UPDATE_COMPLETE"

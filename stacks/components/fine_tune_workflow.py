@@ -30,7 +30,14 @@ from stacks.components.source_bundle import TrainingSourceBundle
 from stacks.config import EndpointConfig, JobsConfig
 from stacks.containers import model_version
 from stacks.nag import acknowledge
-from stacks.names import PROMOTED_MODELS_PREFIX, promotion_parameter
+from stacks.names import (
+    PROMOTED_MODELS_PREFIX,
+    STACK_BUSY_MARKER,
+    STACK_UNCHANGED_MESSAGE,
+    STACK_UPDATE_CAPABILITIES,
+    STACK_UPDATED,
+    promotion_parameter,
+)
 from stacks.storage_stack import artifacts_nag_arn
 from training_code import contract
 
@@ -200,7 +207,7 @@ class FineTuneWorkflow(Construct):
             self, f"Update{key}", service="cloudformation", action="updateStack",
             iam_resources=[self._stack_arn(stack_name)],
             parameters={"StackName": stack_name, "UsePreviousTemplate": True, "RoleARN": cloudformation_role_arn,
-                        "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]},
+                        "Capabilities": STACK_UPDATE_CAPABILITIES},
         )
         wait = sfn.Wait(self, f"WaitFor{key}", time=sfn.WaitTime.duration(cdk.Duration.minutes(1)))
         describe = tasks.CallAwsService(
@@ -215,13 +222,13 @@ class FineTuneWorkflow(Construct):
                           cause=jsonata(f"'{stack_name}: ' & $states.input.Cause"))
         update.add_catch(unchanged, errors=["States.ALL"], outputs={"Cause": jsonata("$states.errorOutput.Cause")})
         done = sfn.Pass(self, f"{key}Updated")
-        unchanged.when(sfn.Condition.jsonata("{% $contains($states.input.Cause, 'No updates are to be performed') %}"),
+        unchanged.when(sfn.Condition.jsonata(f"{{% $contains($states.input.Cause, '{STACK_UNCHANGED_MESSAGE}') %}}"),
                        done)
         unchanged.otherwise(failed)
         fail_on_error(self, describe, f"Describe{key}Failed", f"DescribeStacks of {stack_name}")
         settled = sfn.Choice(self, f"{key}Settled")
-        settled.when(sfn.Condition.jsonata("{% $stackStatus = 'UPDATE_COMPLETE' %}"), done)
-        settled.when(sfn.Condition.jsonata("{% $contains($stackStatus, 'IN_PROGRESS') %}"), wait)
+        settled.when(sfn.Condition.jsonata(f"{{% $stackStatus = '{STACK_UPDATED}' %}}"), done)
+        settled.when(sfn.Condition.jsonata(f"{{% $contains($stackStatus, '{STACK_BUSY_MARKER}') %}}"), wait)
         # UPDATE_ROLLBACK_COMPLETE, UPDATE_ROLLBACK_FAILED, UPDATE_FAILED: the old model serves on.
         settled.otherwise(sfn.Fail(self, f"{key}RolledBack", error="StackUpdateFailed", cause=jsonata(
             f"'{stack_name} ended in ' & $stackStatus & ': ' & $stackReason & '. The promotion stays recorded in "

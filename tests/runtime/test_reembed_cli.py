@@ -8,7 +8,8 @@ import pytest
 from botocore.stub import Stubber
 
 from semsearch.errors import UsageError
-from semsearch.reembed import CAPABILITIES, update_stage
+from semsearch.reembed import update_stage
+from stacks.names import STACK_UPDATE_CAPABILITIES as CAPABILITIES
 
 CREATED = "2026-01-05T13:00:00Z"
 
