@@ -2,6 +2,8 @@
 
 The same metric code the training job uses for its base-vs-tuned gate
 (training_code/retrieval.py), so the figures here and in metrics.json compare directly.
+--data is our pairs (.jsonl / .json / .csv) or a BEIR folder (corpus.jsonl, queries.jsonl,
+qrels/SPLIT.tsv; its test split, or name a qrels file): training_code/inputs.py reads both.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", metavar="DIR", help="model folder (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--data", metavar="FILE", required=True,
-                   help="pairs: .jsonl / .json / .csv with query+text or sentence1+sentence2")
+                   help="pairs: .jsonl / .json / .csv with query+text or sentence1+sentence2, or a BEIR folder "
+                        "(its qrels/test.tsv) or one of its qrels/SPLIT.tsv files")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--query-prefix", default=None, help="prepended to queries (default: the model's saved prompt)")
     p.add_argument("--passage-prefix", default=None, help="prepended to documents (default: the model's saved prompt)")
@@ -29,13 +32,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_pairs_or_fail(path: str, flag: str) -> list:
-    from training_code.pairs import PairsError, load_pairs
+def load_data_or_fail(path: str, flag: str):
+    """The retrieval set (training_code.inputs.RetrievalSet) at ``path``: pairs or a BEIR folder."""
+    from training_code import inputs
+    from training_code.pairs import PairsError
 
     if not Path(path).exists():
         raise UsageError(f"{flag} {path!r}: no such file")
     try:
-        return load_pairs([path])[0]
+        return inputs.load(path)
     except PairsError as e:
         raise UsageError(str(e)) from None
 
@@ -59,15 +64,15 @@ def run(args: argparse.Namespace) -> int:
     from training_code import retrieval
 
     folder = resolve_model_dir(args.model, "--model")
-    pairs = load_pairs_or_fail(args.data, "--data")
-    qrels = retrieval.build_qrels(pairs)
+    data = load_data_or_fail(args.data, "--data")
+    qrels = data.qrels
     model = load_model(folder)
     encode = retrieval.sentence_transformer_encoder(
         model, query_prefix=args.query_prefix, passage_prefix=args.passage_prefix,
         batch_size=args.batch_size, show_progress=not args.json and sys.stderr.isatty())
-    metrics = retrieval.evaluate(encode, pairs)
+    metrics = retrieval.evaluate_qrels(encode, qrels)
     if args.json:
-        print(json.dumps({"model": str(folder), "data": args.data, "pairs": len(pairs),
+        print(json.dumps({"model": str(folder), "data": args.data, "pairs": len(data.pairs),
                           "queries": len(qrels.queries), "documents": len(qrels.documents), "metrics": metrics}))
     else:
         print(f"{folder}: {len(qrels.queries)} queries over {len(qrels.documents)} documents")

@@ -22,8 +22,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="fine-tune an embedding model on query/document pairs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", metavar="FILE", required=True, help="pairs: .jsonl / .json / .csv (or a folder of them)")
-    p.add_argument("--eval", metavar="FILE", help="held-out pairs (default: a seeded slice of --train)")
+    p.add_argument("--train", metavar="FILE", required=True,
+                   help="pairs: .jsonl / .json / .csv (or a folder of them), or a BEIR folder (its qrels/train.tsv) "
+                        "or one of its qrels/SPLIT.tsv files")
+    p.add_argument("--eval", metavar="FILE", help="held-out pairs or a BEIR folder (its qrels/test.tsv) or qrels file "
+                   "(default: a seeded slice of --train)")
     p.add_argument("--base-model", metavar="DIR", help="model folder (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--model-id", default=DEFAULT_MODEL_ID, choices=sorted(MODELS),
                    help="catalog entry of the base model: max tokens and prefixes (default %(default)s)")

@@ -1,9 +1,13 @@
 """Retrieval metrics for query/document pairs: recall@1/3/10, MRR@10, nDCG@10.
 
-The one implementation used by the training job (base vs tuned) and `semsearch evaluate`.
-The corpus is every distinct document of the evaluation pairs; a query's relevant
-documents are the ones it is paired with (binary relevance). Scores are cosine similarity,
-exact (brute force), so the figures measure the model and nothing else.
+The one implementation used by the training job (base vs tuned), `semsearch evaluate` and
+`semsearch compare`. From pairs, the corpus is every distinct document of the evaluation
+pairs and a query's relevant documents are the ones it is paired with (binary relevance).
+From a BEIR folder (training_code/inputs.py) the corpus is corpus.jsonl and relevance is
+graded by the qrels' scores: recall and MRR count every document scored above 0 as
+relevant, nDCG uses the scores as gains (linear gain, as trec_eval/pytrec_eval, which BEIR
+reports with). Scores are cosine similarity, exact (brute force), so the figures measure
+the model and nothing else.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class Qrels:
     queries: list[str]
     documents: list[str]
     relevant: list[frozenset[int]]
+    #: Per query, the gain of each relevant document (BEIR's graded qrels); None: every one gains 1.
+    grades: list[dict[int, float]] | None = None
 
 
 def build_qrels(pairs: Sequence) -> Qrels:
@@ -54,18 +60,25 @@ def top_k(query_emb: np.ndarray, doc_emb: np.ndarray, k: int, chunk: int = 1024)
     return out
 
 
-def score_rankings(ranked: np.ndarray, relevant: Sequence[frozenset[int]]) -> dict[str, float]:
-    """Mean metrics over queries from each query's ranked document indices."""
+def score_rankings(ranked: np.ndarray, relevant: Sequence[frozenset[int]],
+                   grades: Sequence[dict[int, float]] | None = None) -> dict[str, float]:
+    """Mean metrics over queries from each query's ranked document indices (``grades``:
+    each query's gain per relevant document, for nDCG; None: binary relevance)."""
     discounts = 1.0 / np.log2(np.arange(2, CUTOFF + 2))
     totals = dict.fromkeys(METRIC_KEYS, 0.0)
-    for row, rel in zip(ranked, relevant, strict=True):
+    for i, (row, rel) in enumerate(zip(ranked, relevant, strict=True)):
         hits = np.array([d in rel for d in row[:CUTOFF]], dtype=float)
         for k in (1, 3, 10):
             totals[f"recall@{k}"] += hits[:k].sum() / len(rel)
         first = np.flatnonzero(hits)
         totals["mrr@10"] += 1.0 / (first[0] + 1) if first.size else 0.0
-        ideal = discounts[:min(len(rel), CUTOFF)].sum()
-        totals["ndcg@10"] += float(hits @ discounts[:len(hits)]) / ideal
+        if grades is None:
+            gains, ideal_gains = hits, np.ones(min(len(rel), CUTOFF))
+        else:
+            gains = np.array([grades[i].get(int(d), 0.0) for d in row[:CUTOFF]])
+            ideal_gains = np.array(sorted(grades[i].values(), reverse=True)[:CUTOFF])
+        ideal = float(ideal_gains @ discounts[:len(ideal_gains)])
+        totals["ndcg@10"] += float(gains @ discounts[:len(gains)]) / ideal
     return {key: float(value / len(relevant)) for key, value in totals.items()}
 
 
@@ -75,10 +88,19 @@ Encode = Callable[[list[str], str], np.ndarray]
 
 def evaluate(encode: Encode, pairs: Sequence) -> dict[str, float]:
     """Metrics of one model (given as its encode function) on the pairs."""
-    qrels = build_qrels(pairs)
+    return evaluate_qrels(encode, build_qrels(pairs))
+
+
+def evaluate_qrels(encode: Encode, qrels: Qrels) -> dict[str, float]:
+    """Metrics of one model on queries, a corpus and their relevance (pairs or a BEIR folder)."""
     query_emb = _unit(encode(qrels.queries, "query"))
     doc_emb = _unit(encode(qrels.documents, "passage"))
-    return score_rankings(top_k(query_emb, doc_emb, CUTOFF), qrels.relevant)
+    return score_from_embeddings(query_emb, doc_emb, qrels)
+
+
+def score_from_embeddings(query_emb: np.ndarray, doc_emb: np.ndarray, qrels: Qrels) -> dict[str, float]:
+    """Metrics from embeddings already computed (one row per query / document of ``qrels``)."""
+    return score_rankings(top_k(_unit(query_emb), _unit(doc_emb), CUTOFF), qrels.relevant, qrels.grades)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -9,8 +9,10 @@ Settings come from, lowest priority first: the defaults below, the SM_HPS JSON, 
 command line (SageMaker passes each hyperparameter as ``--name value``; ``--name_value``
 spellings are accepted too). Channels:
 
-    train  (SM_CHANNEL_TRAIN, required)  pairs files: .jsonl / .json / .csv
-    eval   (SM_CHANNEL_EVAL, optional)   held-out pairs; else a slice of train is held out
+    train  (SM_CHANNEL_TRAIN, required)  pairs files: .jsonl / .json / .csv, or a BEIR folder
+                                         (its qrels/train.tsv; inputs.py)
+    eval   (SM_CHANNEL_EVAL, optional)   held-out pairs, or a BEIR folder (its qrels/test.tsv,
+                                         the whole corpus searched); else a slice of train is held out
     model  (SM_CHANNEL_MODEL, optional)  the base model folder (or a model.tar.gz in it),
                                          when --base-model is not given
     code   (SM_CHANNEL_CODE, optional)   the inference handler folder (or one .zip/.tar.gz),
@@ -52,7 +54,7 @@ if not __package__:
     sys.modules["training_code"] = _pkg = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_pkg)
 
-from training_code import contract, retrieval  # noqa: E402
+from training_code import contract, inputs, retrieval  # noqa: E402
 from training_code import pairs as pairs_mod  # noqa: E402
 from training_code.archives import extract_tar  # noqa: E402
 
@@ -240,22 +242,25 @@ def resolve_base_model(base_model: str, work: Path) -> str:
     return base_model  # a Hugging Face id, for a container that may download it
 
 
-def prepare_pairs(config: Config) -> tuple[list, list, dict, dict]:
-    """Train and eval pairs plus their descriptions for metrics.json; validates every file."""
-    train_pairs, train_files = pairs_mod.load_pairs([config.train])
+def prepare_pairs(config: Config) -> tuple[list, retrieval.Qrels, dict, dict]:
+    """Train pairs, the eval set (queries, corpus, relevance) and their descriptions for
+    metrics.json; validates every file. Pairs files or BEIR folders (inputs.py)."""
+    train_set = inputs.load(config.train, default_split="train")
+    train_pairs, train_files = train_set.pairs, train_set.files
     if config.eval:
-        eval_pairs, eval_files = pairs_mod.load_pairs([config.eval])
+        eval_set = inputs.load(config.eval, default_split="test")
+        qrels, eval_files, eval_pairs = eval_set.qrels, eval_set.files, len(eval_set.pairs)
         source = "eval channel"
     else:
-        train_pairs, eval_pairs = pairs_mod.split_off(train_pairs, config.eval_fraction, seed=config.seed,
-                                                      max_held_out=config.max_eval_pairs)
-        eval_files, source = train_files, "carved from train"
+        train_pairs, held_out = pairs_mod.split_off(train_pairs, config.eval_fraction, seed=config.seed,
+                                                    max_held_out=config.max_eval_pairs)
+        qrels, eval_files, eval_pairs = retrieval.build_qrels(held_out), train_files, len(held_out)
+        source = "carved from train"
     train_pairs = pairs_mod.sample(train_pairs, config.max_pairs, seed=config.seed)
-    qrels = retrieval.build_qrels(eval_pairs)
-    eval_info = {"source": source, "files": [str(f) for f in eval_files], "pairs": len(eval_pairs),
+    eval_info = {"source": source, "files": [str(f) for f in eval_files], "pairs": eval_pairs,
                  "queries": len(qrels.queries), "documents": len(qrels.documents)}
     train_info = {"files": [str(f) for f in train_files], "pairs": len(train_pairs)}
-    return train_pairs, eval_pairs, train_info, eval_info
+    return train_pairs, qrels, train_info, eval_info
 
 
 def _fingerprint(config: Config, train_pairs: list) -> str:
@@ -313,14 +318,14 @@ def train(config: Config) -> dict:
         # Everything that can be wrong with the inputs is found before the first slow step.
         code_dir = resolve_inference_code(config, work)
         base_model = resolve_base_model(config.base_model, work)
-        train_pairs, eval_pairs, train_info, eval_info = prepare_pairs(config)
+        train_pairs, eval_set, train_info, eval_info = prepare_pairs(config)
         log.info("train: %d pairs; eval (%s): %d queries over %d documents", len(train_pairs),
                  eval_info["source"], eval_info["queries"], eval_info["documents"])
-        return _train(config, work, base_model, code_dir, train_pairs, eval_pairs, train_info, eval_info)
+        return _train(config, work, base_model, code_dir, train_pairs, eval_set, train_info, eval_info)
 
 
 def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, train_pairs: list,
-           eval_pairs: list, train_info: dict, eval_info: dict) -> dict:
+           eval_set: retrieval.Qrels, train_info: dict, eval_info: dict) -> dict:
     # Imported here so that --help and input errors answer in a second.
     import torch
     from datasets import Dataset
@@ -344,7 +349,7 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
         batch_size=config.eval_batch_size, show_progress=config.progress)
 
     log.info("evaluating the base model")
-    base = retrieval.evaluate(encoder, eval_pairs)
+    base = retrieval.evaluate_qrels(encoder, eval_set)
     _log_metrics("base", base)
 
     loss: torch.nn.Module
@@ -408,7 +413,7 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
     pairs_seen = (steps - start_step) / max(1, trainer.state.max_steps) * len(train_pairs) * config.epochs
 
     log.info("evaluating the tuned model")
-    tuned = retrieval.evaluate(encoder, eval_pairs)
+    tuned = retrieval.evaluate_qrels(encoder, eval_set)
     gain = {key: tuned[key] - base[key] for key in contract.METRIC_KEYS}
     _log_metrics("tuned", tuned)
     _log_metrics("gain", gain)
