@@ -277,6 +277,18 @@ def connector_parameters(model_id: str, kind: str, *, region: str, dimension: in
     return {"region": region, "service_name": SERVICE, "model": model_id, **fixed, **step}
 
 
+def predict_parameters(model_id: str, texts: Sequence[str]) -> dict[str, Any]:
+    """The template's text parameter for ml-commons' _predict API, which fills the template from
+    ``parameters`` without running the pre_process script (Titan: one text)."""
+    spec = model(model_id)
+    clipped = [clip(model_id, t) for t in texts]
+    if spec.family == TITAN_V2:
+        if len(clipped) != 1:
+            raise BedrockModelError(f"{model_id} embeds one text a call, not {len(clipped)}")
+        return {"inputText": clipped[0]}
+    return {"texts": clipped}
+
+
 def connector_action(model_id: str, url: str) -> dict[str, Any]:
     """The connector's predict action: POST the model's template to ``url`` (the runtime's
     InvokeModel URL, or a stand-in's), its pre- and post-processing."""

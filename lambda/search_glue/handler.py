@@ -100,7 +100,8 @@ def on_event(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         connector_ids = {kind: steps.ensure_connector(client, props, names, created, kind=kind,
                                                       credentials_changed=credentials_changed) for kind in kinds}
         group_id = steps.ensure_model_group(client, names, created)
-        model_ids = {kind: steps.ensure_model(client, names, connector_ids[kind], group_id, created, kind=kind)
+        model_ids = {kind: steps.ensure_model(client, names, connector_ids[kind], group_id, created, kind=kind,
+                                                bedrock_model_id=props.bedrock_model_id)
                      for kind in kinds}
         for model_id in model_ids.values():
             steps.request_deploy(client, model_id)

@@ -23,10 +23,13 @@ import textwrap
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any, Literal, get_type_hints
 
+from endpoint_request import bedrock
+
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 # The physical id is the Name plus a hash of what defines the objects (see identity()).
 PHYSICAL_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}-[0-9a-f]{10}$")
-FLAVORS = ("tei", "custom")
+#: tei and custom: a SageMaker endpoint; bedrock: a model of Amazon Bedrock (BedrockModelId).
+FLAVORS = ("tei", "custom", "bedrock")
 AUTH_MODES = ("sigv4", "basic", "none")
 KNN_ENGINES = ("lucene", "faiss", "nmslib")
 NATIVE_ENGINES = ("faiss", "nmslib")
@@ -121,8 +124,15 @@ class GlueProperties:
     name: str = field(metadata=prop(
         "Name", "prefix of every object name", pattern=NAME_RE,
         hint="lowercase letters, digits and '-', starting with a letter, at most 40 characters"))
-    flavor: Literal["tei", "custom"] = field(metadata=prop(
-        "Flavor", "selects the connector request body", choices=FLAVORS))
+    flavor: Literal["tei", "custom", "bedrock"] = field(metadata=prop(
+        "Flavor", "selects the connector request body: a SageMaker endpoint's (tei, custom) or a Bedrock "
+        "model's (bedrock: BedrockModelId)", choices=FLAVORS))
+    bedrock_model_id: str = field(default=UNSET, metadata=prop(
+        "BedrockModelId", "with Flavor bedrock: the Bedrock model the connector invokes (its InvokeModel URL "
+        "follows from Region; EndpointUrl: a stand-in's)", default="", choices=tuple(bedrock.MODELS)))
+    bedrock_normalize: bool = field(default=UNSET, metadata=prop(
+        "BedrockNormalize", "with a Bedrock model that offers it (Titan v2): ask for unit-length vectors",
+        default=True))
     endpoint_name: str = field(default=UNSET, metadata=prop(
         "EndpointName", "SageMaker endpoint (the invocation URL follows from Region); this or EndpointUrl",
         default="", pattern=_SAGEMAKER_NAME, hint="expected a SageMaker endpoint name"))
@@ -230,13 +240,23 @@ class GlueProperties:
 
     @property
     def asymmetric(self) -> bool:
-        """Queries and passages are embedded differently: two ml-commons models, one per kind."""
+        """Queries and passages are embedded differently: two ml-commons models, one per kind
+        (a Bedrock model that takes an input type: Cohere's search_query / search_document)."""
+        if self.flavor == "bedrock" and bedrock.MODELS[self.bedrock_model_id].family == bedrock.COHERE_V3:
+            return True
         return self.query_prefix != self.passage_prefix
+
+    @property
+    def bedrock_normalize_sent(self) -> bool | None:
+        """Titan v2's ``normalize`` as the connector sends it; None for a model without the option."""
+        return self.bedrock_normalize if bedrock.MODELS[self.bedrock_model_id].normalize_option else None
 
     @property
     def invocation_url(self) -> str:
         if self.endpoint_url:
             return self.endpoint_url
+        if self.flavor == "bedrock":
+            return bedrock.invoke_url(self.bedrock_model_id, self.region)
         return f"https://runtime.sagemaker.{self.region}.amazonaws.com/endpoints/{self.endpoint_name}/invocations"
 
     def identity(self) -> dict[str, Any]:
@@ -251,6 +271,8 @@ class GlueProperties:
             "invocation_url": self.invocation_url, "region": self.region, "dimension": self.dimension,
             # Only when set, so the ids of endpoints without a component stay as they were.
             **({"inference_component": self.inference_component} if self.inference_component else {}),
+            **({"bedrock_model_id": self.bedrock_model_id, "bedrock_normalize": self.bedrock_normalize_sent}
+               if self.flavor == "bedrock" else {}),
             # A prefix changes every vector; only when set, as above.
             **({"query_prefix": self.query_prefix} if self.query_prefix else {}),
             **({"passage_prefix": self.passage_prefix} if self.passage_prefix else {}),
@@ -442,7 +464,11 @@ def parse(raw: Any) -> GlueProperties:
     for role, backend_roles in v["role_mappings"].items():
         if not isinstance(backend_roles, list) or not all(isinstance(b, str) and b for b in backend_roles):
             r.problems.append(f"RoleMappings.{role}: expected a list of backend role names (IAM role ARNs)")
-    if not v["endpoint_name"] and not v["endpoint_url"]:
+    if v["flavor"] == "bedrock":
+        _check_bedrock(r, v)
+    elif v["bedrock_model_id"]:
+        r.problems.append(f"BedrockModelId: only with Flavor bedrock (Flavor is {v['flavor']!r})")
+    elif not v["endpoint_name"] and not v["endpoint_url"]:
         r.problems.append("EndpointName: required (or EndpointUrl for an endpoint outside SageMaker)")
     keys = v["connector_access_key"], v["connector_secret_key"]
     if v["connector_role_arn"] and any(keys):
@@ -467,6 +493,24 @@ def parse(raw: Any) -> GlueProperties:
     if r.problems:
         raise PropertyError(r.problems)
     return GlueProperties(**values)
+
+
+def _check_bedrock(r: _Reader, v: dict[str, Any]) -> None:
+    """A Bedrock connector: a known model, a dimension it offers, no SageMaker endpoint."""
+    model_id = v["bedrock_model_id"]
+    if not model_id:
+        r.problems.append("BedrockModelId: required with Flavor bedrock")
+        return
+    if model_id not in bedrock.MODELS:
+        return  # the choices check named it already
+    try:
+        bedrock.dimension_for(model_id, v["dimension"])
+    except bedrock.BedrockModelError as e:
+        r.problems.append(f"Dimension: {e}")
+    for key, field_name in (("EndpointName", "endpoint_name"), ("InferenceComponentName", "inference_component"),
+                            ("QueryPrefix", "query_prefix"), ("PassagePrefix", "passage_prefix")):
+        if v[field_name]:
+            r.problems.append(f"{key}: not with Flavor bedrock (the connector calls the Bedrock model itself)")
 
 
 def reference() -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 # The body each serving flavor expects, and who adds the prefix: shared with the batch-embed
 # request lines (bulk_loader.prepare), so both paths send the endpoint the same request.
-from endpoint_request import CUSTOM_BODY, TEI_BODY, body_template, caller_prefix  # noqa: F401 (re-exported)
+from endpoint_request import CUSTOM_BODY, TEI_BODY, bedrock, body_template, caller_prefix  # noqa: F401 (re-exported)
 
 from .client import OpenSearch, StepError
 from .properties import GlueProperties
@@ -266,6 +266,8 @@ def predict_action(props: GlueProperties, kind: str) -> dict[str, str]:
 
 
 def connector_body(props: GlueProperties, name: str, kind: str = "passage") -> dict[str, Any]:
+    if props.flavor == "bedrock":
+        return bedrock_connector_body(props, name, kind)
     return {
         "name": name,
         "description": f"SageMaker endpoint {props.endpoint_name or props.invocation_url} ({props.flavor}, "
@@ -285,6 +287,24 @@ def connector_body(props: GlueProperties, name: str, kind: str = "passage") -> d
             **predict_action(props, kind),
             "post_process_function": POST_PROCESS,
         }],
+    }
+
+
+def bedrock_connector_body(props: GlueProperties, name: str, kind: str) -> dict[str, Any]:
+    """The connector for a Bedrock model: its InvokeModel body, limits and pre/post-processing
+    from endpoint_request.bedrock (the `semsearch` client's definitions too); Cohere's
+    input_type follows ``kind`` (search_document for ingest, search_query for queries)."""
+    model_id = props.bedrock_model_id
+    return {
+        "name": name,
+        "description": f"Amazon Bedrock model {model_id} ({kind} texts)",
+        "version": "1",
+        "protocol": "aws_sigv4",
+        "parameters": bedrock.connector_parameters(model_id, kind, region=props.region, dimension=props.dimension,
+                                                   normalize=props.bedrock_normalize_sent),
+        "credential": props.credential(),
+        "client_config": props.client_config(),
+        "actions": [bedrock.connector_action(model_id, props.invocation_url)],
     }
 
 
@@ -345,17 +365,18 @@ def wait_task(client: OpenSearch, step: str, task_id: str, timeout_s: float) -> 
 
 
 def ensure_model(client: OpenSearch, names: Names, connector_id: str, group_id: str, created: list[str], *,
-                 kind: str = "passage", timeout_s: float = 60) -> str:
+                 kind: str = "passage", timeout_s: float = 60, bedrock_model_id: str = "") -> str:
     """The id of the registered remote model (function_name remote) for ``kind`` texts,
     registering it if missing."""
     name = names.model_for(kind)
+    provider = f"Amazon Bedrock model {bedrock_model_id}" if bedrock_model_id else "SageMaker endpoint"
     for hit in find_all(client, "register", "models", name):
         if hit.get("model_group_id") == group_id and hit.get("model_state") not in ("REGISTER_FAILED",):
             log.info("register: adopted %s model %s (%s)", kind, hit["id"], hit.get("model_state"))
             return str(hit["id"])
     _, body = client.call("register", "POST", "/_plugins/_ml/models/_register", {
         "name": name, "function_name": "remote", "model_group_id": group_id,
-        "connector_id": connector_id, "description": f"remote embedding model for {kind} texts (SageMaker endpoint)",
+        "connector_id": connector_id, "description": f"remote embedding model for {kind} texts ({provider})",
     })
     created.append("query_model" if kind == "query" else "model")
     model_id = body.get("model_id") or wait_task(client, "register", body["task_id"], timeout_s)["model_id"]
@@ -434,7 +455,7 @@ def embed(client: OpenSearch, model_id: str, texts: list[str], *, step: str = "p
     for attempt in range(1, attempts + 1):
         try:
             _, body = client.call(step, "POST", f"/_plugins/_ml/models/{model_id}/_predict",
-                              {"parameters": {"input": texts}})
+                                  {"parameters": predict_parameters(props, texts)})
             break
         except StepError as e:
             if props is not None and scaled_to_zero(props, e):
@@ -448,6 +469,14 @@ def embed(client: OpenSearch, model_id: str, texts: list[str], *, step: str = "p
                                   f"answering?)", e.status, e.body) from e
     outputs = body["inference_results"][0]["output"]
     return [list(o["data"]) for o in outputs]
+
+
+def predict_parameters(props: GlueProperties | None, texts: list[str]) -> dict[str, Any]:
+    """What _predict fills the connector's request body with (no pre_process runs on it): the
+    texts where the template takes them (a Bedrock model's inputText or texts, else input)."""
+    if props is not None and props.flavor == "bedrock":
+        return bedrock.predict_parameters(props.bedrock_model_id, texts)
+    return {"input": texts}
 
 
 class DimensionMismatch(StepError):

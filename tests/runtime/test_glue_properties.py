@@ -239,10 +239,11 @@ def test_every_field_is_one_property_with_its_own_name():
     assert len(names) == len(set(names))
     assert {f.name for f, _ in contract()} == {f.name for f in fields(GlueProperties) if f.init}
     # Every optional field differs from its default above, so the round trip below covers it
-    # (but two: a role ARN excludes the key pair, and a self-managed node has only lucene).
+    # (but: a role ARN excludes the key pair, a self-managed node has only lucene, and the
+    # Bedrock fields go with Flavor bedrock only: tests/runtime/test_bedrock_glue.py).
     at_default = [f.name for f, spec in contract()
                   if f.default is not MISSING and getattr(EVERY_FIELD_SET, f.name) == spec.default]
-    assert at_default == ["connector_role_arn", "knn_engine"]
+    assert at_default == ["bedrock_model_id", "bedrock_normalize", "connector_role_arn", "knn_engine"]
 
 
 def test_what_is_sent_is_what_the_parser_reads_back():
