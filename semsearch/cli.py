@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "semsearch.cost",
     "semsearch.train",
     "semsearch.evaluate",
+    "semsearch.compare",
     "semsearch.embed",
     "semsearch.serve",
     "semsearch.package",
