@@ -3,14 +3,27 @@
 Pure Python (no CDK import) so the CLI, the tests and the stacks all read the same entries.
 The k-NN dimension, the connector request body, TEI's environment and the default
 instance types are all derived from these entries; none of them is typed anywhere else.
+Amazon Bedrock's embedding models (``BEDROCK_MODELS``) are defined in
+lambda/endpoint_request/bedrock.py, which the glue's Lambda carries, and listed here.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
+
+# The Bedrock models are defined where the glue's Lambda asset carries them (lambda/ is not a
+# package: its folder goes on the import path, as stacks/glue_properties.py does).
+_LAMBDA_DIR = str(Path(__file__).resolve().parents[1] / "lambda")
+if _LAMBDA_DIR not in sys.path:
+    sys.path.append(_LAMBDA_DIR)
+
+from endpoint_request.bedrock import MODELS as BEDROCK_MODELS  # noqa: E402, F401 (re-exported)
+from endpoint_request.bedrock import BedrockModel  # noqa: E402, F401 (re-exported)
 
 Pooling = Literal["mean", "cls"]
 
@@ -86,6 +99,12 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
         )
     }
 )
+
+
+def bedrock_space_type(model: BedrockModel, normalize: bool) -> str:
+    """k-NN space type for a Bedrock model's vectors: innerproduct for unit vectors (Titan v2
+    asked to normalize), cosinesimil otherwise (Cohere v3 makes no promise of unit length)."""
+    return "innerproduct" if model.normalize_option and normalize else "cosinesimil"
 
 
 @dataclass(frozen=True, kw_only=True)

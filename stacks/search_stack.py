@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -12,7 +14,7 @@ from stacks.components.embedding_endpoint import EmbeddingEndpoint
 from stacks.components.lambda_vpc import LambdaVpcPlacement
 from stacks.components.neural_search_glue import NeuralSearchGlue
 from stacks.components.search_domain import SearchDomain
-from stacks.config import StageConfig
+from stacks.config import BedrockConfig, StageConfig
 from stacks.glue_properties import GlueProperties, index_properties
 from stacks.nag import acknowledge
 from stacks.names import SearchOutputs
@@ -22,6 +24,21 @@ def domain_name(stage: str) -> str:
     return f"semsearch-{stage}"
 
 
+def _bedrock_embedding(bedrock: BedrockConfig) -> dict[str, Any]:
+    """The glue's embedding properties for a Bedrock model: the model, its dimension and
+    normalization; Cohere's query and passage models follow from the model (input_type)."""
+    model = bedrock.model
+    return dict(
+        flavor="bedrock",
+        bedrock_model_id=bedrock.model_id,
+        bedrock_normalize=bedrock.normalize,
+        dimension=bedrock.embedding_dimension,
+        # Texts per processor batch: Cohere takes 96 a call; Titan one, which ml-commons calls
+        # once per text whatever the batch.
+        ingest_batch_size=model.max_texts if model.max_texts > 1 else 32,
+    )
+
+
 class SearchStack(cdk.Stack):
     """The search side of a stage: domain + IAM for the connector and the glue."""
 
@@ -29,16 +46,20 @@ class SearchStack(cdk.Stack):
                  endpoints: dict[str, EmbeddingEndpoint], **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         removal = cdk.RemovalPolicy.RETAIN if config.retain_data else cdk.RemovalPolicy.DESTROY
-        # Read at deploy time, not imported: the name changes with every model version.
-        fronted = endpoints[config.search.endpoint].reference_in(self, stage=config.name,
-                                                                 endpoint=config.search.endpoint)
+        # Read at deploy time, not imported: the name changes with every model version. A stage
+        # on Bedrock calls the model by API: no endpoint is read, invoked or waited for.
+        bedrock = config.bedrock if config.on_bedrock else None
+        fronted = None if bedrock else endpoints[config.search.endpoint].reference_in(
+            self, stage=config.name, endpoint=config.search.endpoint)
 
         # The glue provisions ml-commons objects and maps roles, so it is FGAC's master user.
         self.glue_role = iam.Role(
             self, "GlueRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="Neural-search glue: FGAC master user that creates the connector, model, pipeline, index")
-        self.connector = ConnectorRole(self, "Connector", endpoints=[fronted], domain_arn=self.format_arn(
-            service="es", resource="domain", resource_name=domain_name(config.name)))
+        self.connector = ConnectorRole(self, "Connector", endpoints=[fronted] if fronted else [],
+                                       bedrock_models=[bedrock.model_id] if bedrock else [],
+                                       domain_arn=self.format_arn(service="es", resource="domain",
+                                                                  resource_name=domain_name(config.name)))
         self.connector.grant_pass_role(self.glue_role)
 
         self.domain = SearchDomain(self, "Search", domain_name=domain_name(config.name), config=config.search,
@@ -79,6 +100,17 @@ class SearchStack(cdk.Stack):
 
         ep = config.connector_endpoint
         search = config.search
+        embedding = _bedrock_embedding(bedrock) if bedrock else dict(
+            flavor=ep.flavor,
+            endpoint_name=fronted.endpoint_name if fronted else "",
+            dimension=ep.model.dimension,
+            # The catalog's prompts: different ones register a query model beside the passage model.
+            query_prefix=ep.model.query_prefix,
+            passage_prefix=ep.model.passage_prefix,
+            endpoint_instance_count=ep.initial_instance_count,
+            ingest_batch_size=ep.max_client_batch_size,
+            inference_component=fronted.inference_component_name or "" if fronted else "",
+        )
         # With a VPC the domain answers only inside it: the glue must run there too.
         self.lambda_vpc = LambdaVpcPlacement(self, "LambdaVpc", vpc=config.vpc) if config.vpc else None
         self.glue = NeuralSearchGlue(self, "Glue", role=self.glue_role, vpc=self.lambda_vpc, properties=GlueProperties(
@@ -94,25 +126,18 @@ class SearchStack(cdk.Stack):
             loader_backend_roles=(self.loader_role.role_arn,),
             search_backend_roles=search.search_role_arns,
             name=f"semsearch-{config.name}",
-            flavor=ep.flavor,
-            endpoint_name=fronted.endpoint_name,
-            dimension=ep.model.dimension,
-            # The catalog's prompts: different ones register a query model beside the passage model.
-            query_prefix=ep.model.query_prefix,
-            passage_prefix=ep.model.passage_prefix,
             connector_role_arn=self.connector.role.role_arn,
-            endpoint_instance_count=ep.initial_instance_count,
+            **embedding,
             **index_properties(search),
             space_type=config.space_type,
             number_of_replicas=0 if search.data_node_count == 1 else 1,
-            ingest_batch_size=ep.max_client_batch_size,
             hybrid_search=search.hybrid_search,
             retired_index_retention_hours=search.retired_index_hours,
-            inference_component=fronted.inference_component_name or "",
         ))
         # The connector calls the endpoint during the smoke test: it must be InService first,
         # and its name in SSM (served_model) must be the new one.
-        self.add_stack_dependency(cdk.Stack.of(endpoints[config.search.endpoint]))
+        if not bedrock:
+            self.add_stack_dependency(cdk.Stack.of(endpoints[config.search.endpoint]))
 
         # What the semsearch CLI reads to reach this stage (stacks/names.py).
         cdk.CfnOutput(self, SearchOutputs.MODEL_ID, value=self.glue.output("ModelId"))

@@ -18,6 +18,7 @@ from stacks.config.schema import (
     PLACEHOLDER_CONNECTION_ARN,
     STAGE_NAMES,
     AppConfig,
+    BedrockConfig,
     ConfigError,
     EndpointConfig,
     JobsConfig,
@@ -31,6 +32,6 @@ from stacks.config.validators import SEARCH_INSTANCE_TYPES, active_hours
 
 __all__ = [
     "DEPLOY_PATHS", "PLACEHOLDER_CONNECTION_ARN", "RESERVED_CONTEXT_KEYS", "SEARCH_INSTANCE_TYPES", "STAGE_NAMES",
-    "AppConfig", "ConfigError", "EndpointConfig", "JobsConfig", "OpsConfig", "PipelineConfig", "SearchConfig",
+    "AppConfig", "BedrockConfig", "ConfigError", "EndpointConfig", "JobsConfig", "OpsConfig", "PipelineConfig", "SearchConfig",
     "StageConfig", "VpcConfig", "active_hours", "deep_merge", "load_config",
 ]

@@ -19,6 +19,7 @@ from stacks.config.schema import (
     DEPLOY_PATHS,
     STAGE_NAMES,
     AppConfig,
+    BedrockConfig,
     ConfigError,
     EndpointConfig,
     JobsConfig,
@@ -30,6 +31,7 @@ from stacks.config.schema import (
 )
 from stacks.config.validators import (
     ENDPOINT_NAME_RE,
+    validate_bedrock,
     validate_endpoint,
     validate_jobs,
     validate_ops,
@@ -230,11 +232,16 @@ def _build_stage(name: str, raw: Any, problems: list[str]) -> StageConfig | None
     vpc = None
     if raw.get("vpc") is not None:
         vpc = _build(VpcConfig, raw.get("vpc"), f"{path}.vpc", problems)
+    bedrock = None
+    if raw.get("bedrock") is not None:
+        bedrock = _build(BedrockConfig, raw.get("bedrock"), f"{path}.bedrock", problems)
+        if bedrock is not None:
+            validate_bedrock(bedrock, f"{path}.bedrock", problems)
     jobs = _build(JobsConfig, raw.get("jobs", {}), f"{path}.jobs", problems)
     ops = _build(OpsConfig, raw.get("ops", {}), f"{path}.ops", problems)
-    rest = {k: v for k, v in raw.items() if k not in ("endpoints", "search", "vpc", "jobs", "ops")}
+    rest = {k: v for k, v in raw.items() if k not in ("endpoints", "search", "vpc", "bedrock", "jobs", "ops")}
     stage = _build(StageConfig, rest, path, problems, name=name, endpoints=endpoints,
-                   search=search, vpc=vpc, jobs=jobs, ops=ops)
+                   search=search, vpc=vpc, bedrock=bedrock, jobs=jobs, ops=ops)
     if jobs is not None:
         validate_jobs(jobs, raw_endpoints, f"{path}.jobs", problems)
     if ops is not None:

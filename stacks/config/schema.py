@@ -10,7 +10,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from stacks.catalog import INSTANCES, MODELS, ModelSpec, tei_framework_for
+from stacks.catalog import (
+    BEDROCK_MODELS,
+    INSTANCES,
+    MODELS,
+    BedrockModel,
+    ModelSpec,
+    bedrock_space_type,
+    tei_framework_for,
+)
 
 STAGE_NAMES = ("dev", "prod")
 #: Who deploys the stages on a push to main: the CDK pipeline (stacks/pipeline_stack.py) or
@@ -75,11 +83,42 @@ class EndpointConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BedrockConfig:
+    """An Amazon Bedrock embedding model that the connector calls instead of a SageMaker endpoint
+    (``search.provider: "bedrock"``). Nothing is deployed for it: the connector role may invoke
+    exactly this foundation model in the stage's region. Models: stacks.catalog.BEDROCK_MODELS.
+    """
+
+    model_id: str
+    #: 0: the model's default (1024). Titan Text Embeddings v2 also offers 512 and 256.
+    dimension: int = 0
+    #: Titan v2 only: ask for unit-length vectors (k-NN space innerproduct; false: cosinesimil).
+    #: Cohere v3 has no such option: leave it true.
+    normalize: bool = True
+
+    @property
+    def model(self) -> BedrockModel:
+        return BEDROCK_MODELS[self.model_id]
+
+    @property
+    def embedding_dimension(self) -> int:
+        return self.dimension or self.model.default_dimension
+
+    @property
+    def space_type(self) -> str:
+        return bedrock_space_type(self.model, self.normalize)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SearchConfig:
     """Amazon OpenSearch Service domain and the neural-search objects the glue creates."""
 
-    #: Name of the endpoint (a key of ``endpoints``) the ml-commons connector fronts.
+    #: Name of the endpoint (a key of ``endpoints``) the ml-commons connector fronts (with
+    #: provider "bedrock": the endpoint batch embedding and promotion use; the connector calls Bedrock).
     endpoint: str
+    #: Who embeds for the index: "sagemaker" (the endpoint above) or "bedrock" (the stage's
+    #: ``bedrock`` block: an Amazon Bedrock model, called by API).
+    provider: Literal["sagemaker", "bedrock"] = "sagemaker"
     engine_version: Literal["2.19"] = "2.19"
     data_node_type: str = "t3.medium.search"
     data_node_count: int = 1
@@ -118,6 +157,12 @@ class JobsConfig:
     training_instance_type: str = "ml.g5.xlarge"
     training_use_spot: bool = False
     training_max_runtime_hours: int = 4
+    #: EnableNetworkIsolation on the training job: no network at all (no PyPI, no Hugging Face
+    #: Hub, no AWS APIs from the container). train.py's packages come from the source bundle's
+    #: wheels either way; with isolation the bundle and the base model arrive as input channels
+    #: (the base model from the artifact bucket's training/base-model/, or the start input's
+    #: base_model_s3_uri: a model folder or one model.tar.gz). The default config sets it for prod.
+    network_isolation: bool = False
     epochs: int = 1
     batch_size: int = 64
     learning_rate: float = 2e-5
@@ -165,6 +210,8 @@ class StageConfig:
     endpoints: Mapping[str, EndpointConfig] = field(default_factory=dict)
     search: SearchConfig
     vpc: VpcConfig | None = None
+    #: The Bedrock model of ``search.provider: "bedrock"``.
+    bedrock: BedrockConfig | None = None
     jobs: JobsConfig = field(default_factory=JobsConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     #: Keep stateful resources (buckets, keys, domain) when the stack is deleted.
@@ -175,7 +222,15 @@ class StageConfig:
         return self.endpoints[self.search.endpoint]
 
     @property
+    def on_bedrock(self) -> bool:
+        """The connector calls the Bedrock model of ``bedrock``, not a SageMaker endpoint."""
+        return self.search.provider == "bedrock" and self.bedrock is not None
+
+    @property
     def space_type(self) -> str:
+        if self.on_bedrock:
+            assert self.bedrock is not None
+            return self.search.space_type or self.bedrock.space_type
         return self.search.space_type or self.connector_endpoint.model.space_type
 
     @property

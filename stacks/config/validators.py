@@ -9,8 +9,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from stacks.catalog import INSTANCES, MODELS, TEI_CPU_FRAMEWORK, TEI_GPU_FRAMEWORK, tei_framework_for
+from stacks.catalog import BEDROCK_MODELS, INSTANCES, MODELS, TEI_CPU_FRAMEWORK, TEI_GPU_FRAMEWORK, tei_framework_for
 from stacks.config.schema import (
+    BedrockConfig,
     EndpointConfig,
     JobsConfig,
     OpsConfig,
@@ -48,6 +49,30 @@ def validate_stage(stage: StageConfig, path: str, problems: list[str]) -> None:
     if stage.region and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", stage.region):
         problems.append(f"{path}.region: bad value {stage.region!r}; allowed: an AWS region such as us-east-1, or ''")
     validate_transform_instance(stage, path, problems)
+    if stage.search is not None:
+        # A bedrock block that failed to build has said why already.
+        if stage.search.provider == "bedrock" and stage.bedrock is None and f"{path}.bedrock" not in str(problems):
+            problems.append(f"{path}.bedrock: required with search.provider 'bedrock' (model_id, and dimension "
+                            f"where the model offers several); models: {', '.join(BEDROCK_MODELS)}")
+        elif stage.search.provider != "bedrock" and stage.bedrock is not None:
+            problems.append(f"{path}.bedrock: set, but search.provider is {stage.search.provider!r}; allowed: "
+                            "search.provider 'bedrock' with it, or no bedrock block")
+
+
+def validate_bedrock(bedrock: BedrockConfig, path: str, problems: list[str]) -> None:
+    """A known Bedrock model, a dimension it offers, normalize only where it is an option."""
+    model = BEDROCK_MODELS.get(bedrock.model_id)
+    if model is None:
+        problems.append(f"{path}.model_id: unknown Bedrock embedding model {bedrock.model_id!r}; allowed: "
+                        f"{', '.join(BEDROCK_MODELS)}")
+        return
+    if bedrock.dimension and bedrock.dimension not in model.dimensions:
+        problems.append(f"{path}.dimension: {bedrock.model_id} does not offer dimension {bedrock.dimension}; "
+                        f"allowed: 0 (its default, {model.default_dimension}), "
+                        f"{', '.join(str(d) for d in model.dimensions)}")
+    if not bedrock.normalize and not model.normalize_option:
+        problems.append(f"{path}.normalize: {bedrock.model_id} has no normalize option (its vectors are as the "
+                        "model makes them; the index compares them by cosine); allowed: true")
 
 
 def validate_transform_instance(stage: StageConfig, path: str, problems: list[str]) -> None:

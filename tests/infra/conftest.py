@@ -66,6 +66,8 @@ SPEC_VARIANTS: dict[str, dict[str, str]] = {
     "custom": {"dev.endpoints.cpu.flavor": "custom",
                "dev.endpoints.cpu.model_data_s3_uri": "s3://my-models-bucket/minilm/model.tar.gz"},
     "active_hours": {"dev.ops.active_hours_utc": "07-19"},
+    "bedrock": {"dev.search.provider": "bedrock",
+                "dev.bedrock": json.dumps({"model_id": "amazon.titan-embed-text-v2:0", "dimension": 512})},
     "vpc": {"dev.vpc": json.dumps({"vpc_id": "vpc-0123456789abcdef0", "availability_zones": ["us-east-1a"],
                                    "subnet_ids": ["subnet-0123456789abcdef0"],
                                    "security_group_ids": ["sg-0123456789abcdef0"]})},

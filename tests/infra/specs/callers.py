@@ -6,7 +6,8 @@ The table is derived from the code and the templates:
   Arguments, plus what AWS documents for the integration (``DOCUMENTED`` below, each with its
   source);
 - the SageMaker execution role of each model: image pull, model data, logs, VPC ENIs;
-- the ml-commons connector role: InvokeEndpoint (and the inference component it names);
+- the ml-commons connector role: InvokeEndpoint (and the inference component it names), or on
+  a Bedrock stage InvokeModel on the one foundation model;
 - the glue functions (lambda/search_glue) and the bulk loader (lambda/bulk_loader): their
   OpenSearch REST calls, S3/KMS reads, CloudWatch Logs, VPC ENIs.
 
@@ -347,7 +348,11 @@ def model_role_requests(templates: Templates, stack: str, logical_id: str, props
 
 def connector_requests(props: dict[str, Any], why: str) -> list[Request]:
     """The connector invokes the endpoint; with an inference component it names the component,
-    which is a resource of sagemaker:InvokeEndpoint (Service Authorization Reference)."""
+    which is a resource of sagemaker:InvokeEndpoint (Service Authorization Reference). On
+    Bedrock it invokes the foundation model, whose ARN names the region but no account."""
+    if props.get("Flavor") == "bedrock":
+        model = arn("bedrock", f"foundation-model/{props['BedrockModelId']}", account="")
+        return [Request("bedrock:InvokeModel", model, why=f"{why} (Bedrock model {props['BedrockModelId']})")]
     endpoint = arn("sagemaker", f"endpoint/{props['EndpointName'].lower()}")
     requests = [Request("sagemaker:InvokeEndpoint", endpoint, why=why)]
     if props.get("InferenceComponentName"):
