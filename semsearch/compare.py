@@ -216,28 +216,15 @@ class Pricing:
 
     def bedrock(self, model_id: str) -> list[tuple[str, float, str]]:
         """Bedrock's per-token price from the price table, where it has one."""
-        price = _bedrock_price(self.cost, self.prices, model_id)
+        price = _bedrock_price(self.prices, model_id)
         return [price] if price else []
 
 
-def _bedrock_price(cost: Any, prices: Any, model_id: str) -> tuple[str, float, str] | None:
-    # semsearch/cost.py owns the table; its Bedrock lookup is used when it has one.
-    lookup = getattr(prices, "bedrock", None)
-    if callable(lookup):
-        try:
-            usd = float(lookup(model_id))
-        except UsageError:
-            return None
-        return "bedrock", usd, f"price table: Bedrock on-demand input tokens, {prices.region} as of {prices.as_of}"
-    node = prices.data.get("bedrock", {})
-    node = node.get("models", node) if isinstance(node, dict) else {}
-    entry = node.get(model_id) if isinstance(node, dict) else None
-    if isinstance(entry, dict):
-        entry = entry.get("usd_per_million_input_tokens", entry.get("usd_per_million_tokens"))
-    if isinstance(entry, int | float) and not isinstance(entry, bool):
-        return "bedrock", float(entry), f"price table: Bedrock on-demand input tokens, {prices.region} as of " \
-                                        f"{prices.as_of}"
-    return None
+def _bedrock_price(prices: Any, model_id: str) -> tuple[str, float, str] | None:
+    if model_id not in prices.bedrock_models():
+        return None
+    return "bedrock", prices.bedrock(model_id), \
+        f"price table: Amazon Bedrock on-demand input tokens, {prices.region} as of {prices.as_of}"
 
 
 def local_candidate(value: str, pricing: Pricing, batch_size: int) -> Candidate:
@@ -375,7 +362,7 @@ def bedrock_candidate(value: str, args: argparse.Namespace, pricing: Pricing,
         return np.asarray(vectors, dtype=np.float32)
 
     where = f"Amazon Bedrock ({args.bedrock_endpoint_url or client.meta.region_name})"
-    notes = [] if _bedrock_price(pricing.cost, pricing.prices, head) else [
+    notes = [] if _bedrock_price(pricing.prices, head) else [
         f"{head}: no Bedrock price in the price table ({', '.join(map(str, pricing.prices.files))})"]
     return Candidate(name=options.get("name") or f"{head} ({dimension})", kind="bedrock", source=head,
                      catalog_id=None, query_prefix="", passage_prefix="", where=where, embed=embed,

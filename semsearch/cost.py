@@ -99,6 +99,15 @@ class PriceTable:
     def gp3_gib_month(self) -> float:
         return self._price(("opensearch", "gp3_gib_month"), "OpenSearch gp3 storage price")
 
+    def bedrock(self, model_id: str) -> float:
+        """USD per million input tokens of an Amazon Bedrock embedding model (on demand)."""
+        return self._price(("bedrock", "usd_per_million_input_tokens", model_id),
+                           f"Amazon Bedrock price for {model_id!r}")
+
+    def bedrock_models(self) -> list[str]:
+        node = self.data.get("bedrock", {}).get("usd_per_million_input_tokens", {})
+        return list(node) if isinstance(node, Mapping) else []
+
 
 def load_prices(override: Path | None = None, default: Path | None = None) -> PriceTable:
     default = default or DEFAULT_PRICES
@@ -179,6 +188,11 @@ def estimate_stage(stage: StageConfig, prices: PriceTable) -> dict[str, Any]:
     if stage.region and stage.region != prices.region:
         notes.append(f"stage region {stage.region} differs from the price table's {prices.region}; "
                      "prices there may differ.")
+    if stage.on_bedrock:
+        assert stage.bedrock is not None
+        notes.append(f"search.provider is bedrock: {stage.bedrock.model_id} embeds for the index at "
+                     f"{prices.bedrock(stage.bedrock.model_id):g} USD per 1M input tokens, billed per use and not in "
+                     "the monthly total (semsearch cost --per-million-tokens compares it with the instances).")
     if jobs.training_use_spot:
         notes.append("jobs.training_use_spot is on: managed spot training usually costs less than the on-demand "
                      "figure shown.")
@@ -261,12 +275,17 @@ def per_million_table(prices: PriceTable, throughput: Mapping[str, Mapping[str, 
         rows.append({"instance_type": name, "usd_per_hour": usd_per_hour, "tokens_per_s": tps,
                      "usd_per_million_tokens": round(usd_per_million_tokens(usd_per_hour, tps), 4),
                      "source": str(throughput[name].get("source", "unlabelled"))})
-    notes = [f"Estimates: SageMaker hosting list prices for {prices.region} as of {prices.as_of}; "
-             "throughput at saturation.",
-             "An endpoint costs its hourly price whether busy or idle: these figures hold only while it is kept busy.",
+    # Bedrock bills per token: its figure holds at any load, an instance's only while kept busy.
+    bedrock = [{"model_id": model_id, "usd_per_million_tokens": prices.bedrock(model_id),
+                "source": f"price table: Amazon Bedrock on-demand input tokens, {prices.region} as of {prices.as_of}"}
+               for model_id in prices.bedrock_models()]
+    notes = [f"Estimates: SageMaker hosting and Amazon Bedrock list prices for {prices.region} as of "
+             f"{prices.as_of}; instance throughput at saturation.",
+             "An endpoint costs its hourly price whether busy or idle: these figures hold only while it is kept busy. "
+             "Bedrock bills per token used.",
              *notes]
     return {"region": prices.region, "currency": prices.currency, "as_of": prices.as_of, "instances": rows,
-            "notes": notes}
+            "bedrock": bedrock, "notes": notes}
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,6 +340,10 @@ def format_per_million(table: Mapping[str, Any]) -> str:
     for r in table["instances"]:
         lines.append(f"{r['instance_type']:<18} {r['usd_per_hour']:>9.4f} {r['tokens_per_s']:>10,.0f} "
                      f"{r['usd_per_million_tokens']:>14.4f}  {r['source']}")
+    if table.get("bedrock"):
+        lines.append(f"{'BEDROCK MODEL':<29} {'':>10} {'USD/1M TOKENS':>14}  SOURCE")
+        for r in table["bedrock"]:
+            lines.append(f"{r['model_id']:<29} {'':>10} {r['usd_per_million_tokens']:>14.4f}  {r['source']}")
     lines += ["notes:"] + [f"  - {n}" for n in table["notes"]]
     return "\n".join(lines)
 
@@ -342,7 +365,7 @@ def register(subparsers: Any) -> None:
                    help="config override, as for `cdk synth -c` (e.g. dev.endpoints.cpu.initial_instance_count=3)")
     p.add_argument("--per-million-tokens", action="store_true",
                    help="print USD per 1M tokens embedded for ml.g5.xlarge, ml.c6i.xlarge and the throughput file's "
-                        "instances instead of a stage estimate")
+                        "instances, and for the Amazon Bedrock models, instead of a stage estimate")
     p.add_argument("--throughput", type=Path, metavar="FILE",
                    help="measured throughput (schema of semsearch/throughput.json), merged over the defaults")
     p.set_defaults(func=run)

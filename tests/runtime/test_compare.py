@@ -1,7 +1,8 @@
 """`semsearch compare` on the real all-MiniLM-L6-v2, a model our own trainer tuned from it (as
-`semsearch train` runs it, on 32 Debian pairs), and the base model behind a local endpoint
-(`semsearch serve`, called through the sagemaker-runtime API): every candidate scored by the
-fine-tune gate's code, so the figures equal the trainer's own metrics.json."""
+`semsearch train` runs it, on 32 Debian pairs), the base model behind a local endpoint
+(`semsearch serve`, called through the sagemaker-runtime API) and Titan v2 through the local
+Bedrock stand-in (semsearch/local/bedrock.py): every candidate scored by the fine-tune gate's
+code, so the figures equal the trainer's own metrics.json."""
 
 from __future__ import annotations
 
@@ -44,7 +45,16 @@ def endpoint(model_dir):
 
 
 @pytest.fixture(scope="module")
-def compared(tuned, endpoint, tmp_path_factory) -> dict:
+def bedrock_stand_in():
+    from semsearch.local.bedrock import start_stand_in
+
+    handle = start_stand_in(region="us-east-1")  # MiniLM's cosines in Titan's 1024 dimensions
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="module")
+def compared(tuned, endpoint, bedrock_stand_in) -> dict:
     mp = pytest.MonkeyPatch()
     # boto3 signs every call; the local endpoint checks the scope (service, region), not these keys.
     mp.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
@@ -57,7 +67,8 @@ def compared(tuned, endpoint, tmp_path_factory) -> dict:
         code = main(["compare", "--pairs", str(tuned["eval"]), "--model", "all-MiniLM-L6-v2",
                      "--model", f"{tuned['dir']},name=tuned", "--json", "--plot", str(plot),
                      "--endpoint", "compare-ep,flavor=custom,instance=ml.c6i.xlarge,model=all-MiniLM-L6-v2",
-                     "--endpoint-url", endpoint.url, "--region", "us-east-1"])
+                     "--endpoint-url", endpoint.url, "--region", "us-east-1",
+                     "--bedrock", "amazon.titan-embed-text-v2:0", "--bedrock-endpoint-url", bedrock_stand_in.url])
     mp.undo()
     assert code == 0
     return {"result": json.loads(out.getvalue()), "plot": plot}
@@ -69,20 +80,25 @@ def test_every_candidate_gets_every_metric_and_cost_figure(compared):
     assert result["data"] == {"format": "pairs", "split": None, "files": [result["data"]["files"][0]], "pairs": 40,
                               "queries": 40, "documents": 40}
     names = [c["name"] for c in result["candidates"]]
-    assert names == ["all-MiniLM-L6-v2", "tuned", "compare-ep"]
-    assert [c["kind"] for c in result["candidates"]] == ["model", "model", "endpoint"]
+    assert names == ["all-MiniLM-L6-v2", "tuned", "compare-ep", "amazon.titan-embed-text-v2:0 (1024)"]
+    assert [c["kind"] for c in result["candidates"]] == ["model", "model", "endpoint", "bedrock"]
     assert result["knn_memory_formula"] == KNN_MEMORY_FORMULA and result["hnsw_m"] == 16
     for c in result["candidates"]:
         assert set(c["metrics"]) == set(METRIC_KEYS) and all(0 <= v <= 1 for v in c["metrics"].values())
-        assert c["dimension"] == 384
-        # 1.1 * (4 * 384 + 8 * 16) bytes * 1e6 = 1.83 GB = 1.70 GiB
-        assert c["knn_memory_gib_per_million_docs"] == pytest.approx(1.1 * (4 * 384 + 128) * 1e6 / 2**30, abs=1e-3)
-        assert c["knn_memory_gib_per_million_docs"] == round(knn_memory_gib_per_million(384, 16), 3)
         t = c["throughput"]
         assert t["texts"] == 80 and t["tokens"] > 80 and t["seconds"] > 0 and t["texts_per_s"] > 0
         assert t["requests"] == 4 and 0 < t["latency_ms"]["p50"] <= t["latency_ms"]["p95"] <= t["latency_ms"]["max"]
         assert all(p["usd"] > 0 and p["source"] for p in c["usd_per_million_tokens"])
-    base, tuned_row, ep = result["candidates"]
+    # 1.1 * (4 * 384 + 8 * 16) bytes * 1e6 = 1.83 GB = 1.70 GiB
+    assert [c["dimension"] for c in result["candidates"]] == [384, 384, 384, 1024]
+    assert result["candidates"][0]["knn_memory_gib_per_million_docs"] == pytest.approx(
+        1.1 * (4 * 384 + 128) * 1e6 / 2**30, abs=1e-3)
+    assert [c["knn_memory_gib_per_million_docs"] for c in result["candidates"]] == [
+        round(knn_memory_gib_per_million(d, 16), 3) for d in (384, 384, 384, 1024)]
+    base, tuned_row, ep, titan = result["candidates"]
+    # Bedrock's price is the price table's, per token: nothing derived from speed.
+    (titan_price,) = titan["usd_per_million_tokens"]
+    assert titan_price["on"] == "bedrock" and titan_price["usd"] == 0.02
     assert [p["on"] for p in base["usd_per_million_tokens"]] == ["ml.c6i.xlarge", "ml.g5.xlarge"]
     assert [p["on"] for p in ep["usd_per_million_tokens"]] == ["ml.c6i.xlarge"]
     assert base["catalog_id"] == "all-MiniLM-L6-v2" and tuned_row["catalog_id"] is None
@@ -92,11 +108,13 @@ def test_every_candidate_gets_every_metric_and_cost_figure(compared):
 def test_figures_are_the_trainers_gate_figures(compared, tuned):
     """Same pairs, same metric code: compare's base and tuned rows are metrics.json's base and tuned;
     the endpoint serving the base model scores as the base model does."""
-    base, tuned_row, ep = compared["result"]["candidates"]
+    base, tuned_row, ep, titan = compared["result"]["candidates"]
     gate = tuned["metrics"]
     assert base["metrics"] == pytest.approx(gate["base"], abs=1e-4)
     assert tuned_row["metrics"] == pytest.approx(gate["tuned"], abs=1e-4)
     assert ep["metrics"] == pytest.approx(base["metrics"], abs=1e-4)
+    # The Bedrock stand-in maps MiniLM into 1024 dimensions keeping every cosine (not Titan's quality).
+    assert titan["metrics"] == pytest.approx(base["metrics"], abs=1e-4)
     # Two steps on 32 pairs move the model (whether up or down on 40 pairs is not guaranteed).
     assert tuned_row["metrics"] != base["metrics"] or gate["train"]["probe_loss_after"] < gate["train"][
         "probe_loss_before"]

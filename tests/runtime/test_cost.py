@@ -310,3 +310,49 @@ def test_data_files_ship_inside_the_package():
     # Found beside the module, not via the checkout, so an installed wheel needs them as package data.
     assert cost.DEFAULT_PRICES.parent == Path(cost.__file__).resolve().parent
     assert cost.DEFAULT_THROUGHPUT.is_file() and cost.DEFAULT_PRICES.is_file()
+
+
+# ---------------------------------------------------------------------------------------
+# Amazon Bedrock: per token, from the price table
+
+
+def test_per_million_tokens_lists_the_bedrock_models_at_their_list_price(in_empty_dir, capsys):
+    table = run_json(capsys, "--per-million-tokens")
+    rows = {r["model_id"]: r for r in table["bedrock"]}
+    # Bedrock's page lists USD per 1,000 tokens: 0.00002 (Titan v2), 0.0001 (Cohere v3).
+    assert rows == {
+        "amazon.titan-embed-text-v2:0": {"model_id": "amazon.titan-embed-text-v2:0", "usd_per_million_tokens": 0.02,
+                                         "source": rows["amazon.titan-embed-text-v2:0"]["source"]},
+        "cohere.embed-english-v3": {"model_id": "cohere.embed-english-v3", "usd_per_million_tokens": 0.10,
+                                    "source": rows["cohere.embed-english-v3"]["source"]},
+        "cohere.embed-multilingual-v3": {"model_id": "cohere.embed-multilingual-v3", "usd_per_million_tokens": 0.10,
+                                         "source": rows["cohere.embed-multilingual-v3"]["source"]},
+    }
+    assert all("Bedrock on-demand input tokens, us-east-1 as of 2025-06-01" in r["source"] for r in rows.values())
+    # Every model the connector can call has a price.
+    from stacks.catalog import BEDROCK_MODELS
+
+    assert set(rows) == set(BEDROCK_MODELS)
+    capsys.readouterr()
+    assert main(["cost", "--per-million-tokens"]) == 0
+    text = capsys.readouterr().out
+    assert "BEDROCK MODEL" in text and "cohere.embed-multilingual-v3" in text
+
+
+def test_a_bedrock_stage_says_what_each_token_costs(in_repo, capsys):
+    dev = run_json(capsys, "-c", "dev.search.provider=bedrock", "-c",
+                   'dev.bedrock={"model_id": "cohere.embed-english-v3"}')
+    (note,) = [n for n in dev["notes"] if "search.provider is bedrock" in n]
+    assert "cohere.embed-english-v3 embeds for the index at 0.1 USD per 1M input tokens" in note
+
+
+def test_a_bedrock_model_missing_from_the_table_names_it_and_the_file(in_repo, capsys, tmp_path):
+    prices = json.loads((REPO_ROOT / "semsearch" / "prices.json").read_text())
+    del prices["bedrock"]["usd_per_million_input_tokens"]["cohere.embed-english-v3"]
+    trimmed = tmp_path / "prices.json"
+    trimmed.write_text(json.dumps(prices))
+    from semsearch import cost
+
+    with pytest.raises(cost.UsageError) as caught:
+        cost.load_prices(default=trimmed).bedrock("cohere.embed-english-v3")
+    assert "'cohere.embed-english-v3'" in str(caught.value) and str(trimmed) in str(caught.value)
