@@ -211,17 +211,20 @@ def start_endpoint_process(model_dir: Path, *, port: int, name: str, access_key:
     """
     if tei is None:
         cmd = [sys.executable, "-m", "semsearch.cli", "serve", "--model-dir", str(model_dir), "--port", str(port),
-               "--name", name, "--region", REGION, "--access-key", access_key, "--secret-key", secret_key]
+               "--name", name, "--region", REGION]
     else:
         cmd = [sys.executable, "-m", "semsearch.local.tei", "--model-dir", str(model_dir), "--port", str(port),
-               "--name", name, "--region", REGION, "--access-key", access_key, "--secret-key", secret_key,
-               "--work-dir", str(log_file.parent / "tei"),
+               "--name", name, "--region", REGION, "--work-dir", str(log_file.parent / "tei"),
                *(["--tei-bin", str(tei.bin)] if tei.bin else ["--tei-url", str(tei.url)])]
     what = "`semsearch serve`" if tei is None else f"TEI ({tei.describe()}) and its front"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                start_new_session=True,
+                                # The keys travel in the environment: argv is world-readable in ps, and
+                                # a urlsafe secret may start with "-", which argparse takes for an option.
+                                env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                     "SEMSEARCH_ACCESS_KEY": access_key, "SEMSEARCH_SECRET_KEY": secret_key})
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if f"serving {name} on http://" in log_file.read_text(errors="replace"):
