@@ -60,6 +60,7 @@ def stack(request, make_props, stand_in, opensearch, dev_pairs) -> Iterator[dict
     name = f"e2e-bedrock-{request.param}"
     props = make_props(name, Flavor="bedrock", BedrockModelId=case["model"], EndpointUrl=stand_in.invoke_url(
         case["model"]), Dimension=case["Dimension"], SpaceType=case["SpaceType"], IngestBatchSize=32)
+    stand_in.stand_in.requests.clear()  # the previous case's last test leaves its queries here
     result = run_custom_resource("Create", props)
     smoke = list(stand_in.stand_in.requests)
     stand_in.stand_in.requests.clear()
