@@ -6,18 +6,24 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from semsearch.local.stack import LocalStack
 from semsearch.reembed import reembed_progress
 from semsearch.stage import Target
 from tests.conftest import free_port
+from tests.e2e.conftest import tei_source
 from tests.e2e.test_local_cli import cli  # noqa: F401  (the fixture: a stack of its own, always torn down)
 
 
+@pytest.mark.parametrize("flavor", ["custom", "tei"])
 def test_reembed_moves_the_local_stack_to_another_model_with_every_document(cli, dev_pairs, model_dir,  # noqa: F811
-                                                                          tmp_path):
+                                                                          tmp_path, flavor):
+    if flavor == "tei":
+        tei_source()  # skipped, with the reason, where no TEI router is found
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in dev_pairs[:40]))
-    cli("local", "up", "--flavor", "custom", "--corpus", str(corpus), "--opensearch-port", str(free_port()),
+    cli("local", "up", "--flavor", flavor, "--corpus", str(corpus), "--opensearch-port", str(free_port()),
         "--endpoint-port", str(free_port()))
     before = LocalStack().load()
 
@@ -32,6 +38,7 @@ def test_reembed_moves_the_local_stack_to_another_model_with_every_document(cli,
     after = LocalStack().load()
     assert moved["moved"] is True and moved["from"] == before["physical_id"] and moved["to"] == after["physical_id"]
     assert moved["documents"] == 40 and after["model_dir"] == str(other.resolve())
+    assert after["flavor"] == flavor
     hits = json.loads(cli("search", "--json", dev_pairs[0]["query"], "-k", "3").stdout)
     assert dev_pairs[0]["id"] in [h["id"] for h in hits["hits"]]
 
