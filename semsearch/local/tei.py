@@ -10,6 +10,14 @@ CPU backend serves; `semsearch package` writes one, else it is exported once int
 and the batch limits of the stage's endpoint environment (stacks.containers
 ``tei_container_environment``: MAX_CLIENT_BATCH_SIZE, MAX_BATCH_TOKENS, AUTO_TRUNCATE).
 
+Prompts: the connector puts the catalog's query/passage prefix in front of each text
+(lambda/endpoint_request), so TEI must add none of its own. TEI v1.8.2 reads only ``prompts``
+from the model's ``config_sentence_transformers.json`` (a ``default_prompt_name`` there is
+ignored) and applies one only when a request names it (``prompt_name``, which our body never
+does) or when started with ``--default-prompt[-name]`` / ``$DEFAULT_PROMPT[_NAME]``. A router we
+start gets none of TEI's argument variables from our environment, and ``start_tei`` refuses
+any TEI that prefixes texts nobody asked it to (``prompt_chars``), ours or the user's.
+
 TEI checks no signature, but SageMaker does: ml-commons signs its calls (SigV4), so the
 router sits behind a front that checks them exactly as `semsearch serve` does
 (semsearch.sigv4), takes SageMaker's runtime path ``/endpoints/<name>/invocations`` and
@@ -53,6 +61,20 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 HOW_TO_GET_ONE = ("pass --tei-bin PATH (or set $SEMSEARCH_TEI_BIN) to TEI's text-embeddings-router, "
                   f"put it at {SHARED_ROUTER}, or pass --tei-url URL (or set $SEMSEARCH_TEI_URL) "
                   "for a TEI that runs already")
+
+
+#: TEI v1.8.2 reads each of its arguments from the environment variable of that name too
+#: (router/src/main.rs). A router we start gets only what ``router_command`` says: a
+#: DEFAULT_PROMPT or DEFAULT_PROMPT_NAME left in the caller's environment would prefix every
+#: text again on top of the connector's prefix; an API_KEY would make it refuse the front.
+ROUTER_ARGUMENT_VARIABLES = (
+    "MODEL_ID", "REVISION", "TOKENIZATION_WORKERS", "DTYPE", "POOLING", "MAX_CONCURRENT_REQUESTS",
+    "MAX_BATCH_TOKENS", "MAX_BATCH_REQUESTS", "MAX_CLIENT_BATCH_SIZE", "AUTO_TRUNCATE", "DEFAULT_PROMPT_NAME",
+    "DEFAULT_PROMPT", "DENSE_PATH", "HOSTNAME", "PORT", "UDS_PATH", "HUGGINGFACE_HUB_CACHE", "PAYLOAD_LIMIT",
+    "API_KEY", "JSON_OUTPUT", "DISABLE_SPANS", "OTLP_ENDPOINT", "OTLP_SERVICE_NAME", "PROMETHEUS_PORT",
+    "CORS_ALLOW_ORIGIN")
+#: What ``prompt_chars`` asks TEI to tokenize (ASCII: TEI's offsets count the same in bytes and chars).
+PROBE_TEXT = "semsearch prompt probe"
 
 
 class TeiNotFound(UsageError):
@@ -188,6 +210,34 @@ def wait_healthy(url: str, *, timeout_s: float = 300, process: subprocess.Popen 
             if time.monotonic() > deadline:
                 raise UsageError(f"TEI at {url} not healthy after {timeout_s:.0f} s ({e}): {tail}") from None
             time.sleep(0.5)
+
+
+def router_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The router's environment: ours, offline, without TEI's argument variables."""
+    return {**{k: v for k, v in environ.items() if k not in ROUTER_ARGUMENT_VARIABLES}, "HF_HUB_OFFLINE": "1"}
+
+
+def prompt_chars(url: str, prompt_name: str | None = None) -> int:
+    """How many characters TEI puts before a text it embeds when the request names
+    ``prompt_name`` (None: names none, as our connector's body): 0 for no prompt. From TEI's
+    /tokenize, which applies prompts as /embed does and whose offsets count in the text as
+    TEI encodes it (the prompt first)."""
+    body = {"inputs": PROBE_TEXT, "add_special_tokens": False, **({"prompt_name": prompt_name} if prompt_name else {})}
+    request = urllib.request.Request(f"{url}/tokenize", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        (tokens,) = json.load(response)
+    return max(token["stop"] for token in tokens) - len(PROBE_TEXT)
+
+
+def check_no_default_prompt(url: str) -> None:
+    """UsageError when TEI at ``url`` prefixes texts whose request names no prompt: the
+    connector has put the model's prefix there already, and it would count twice."""
+    extra = prompt_chars(url)
+    if extra:
+        raise UsageError(f"TEI at {url} puts a default prompt ({extra} characters) before every text (started with "
+                         "--default-prompt / --default-prompt-name or $DEFAULT_PROMPT / $DEFAULT_PROMPT_NAME): the "
+                         "connector adds the query/passage prefix itself, so it would be applied twice; start TEI "
+                         "without a default prompt")
 
 
 def router_info(url: str) -> dict:
@@ -350,12 +400,13 @@ def start_tei(source: TeiSource, model_dir: Path, *, work_dir: Path, serving: St
             process = subprocess.Popen(
                 router_command(source.bin, folder, port=urlsplit(tei_url).port or 0, serving=serving),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=new_session,
-                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                env=router_environment())
     else:
         assert source.url is not None
         tei_url = source.url
     try:
         wait_healthy(tei_url, process=process, log_file=log_file)
+        check_no_default_prompt(tei_url)
         info = router_info(tei_url)
         front = start_front(tei_url, name=name, region=region, access_key=access_key, secret_key=secret_key,
                             port=port)

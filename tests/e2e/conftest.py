@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from semsearch.local.client import Connection
 from semsearch.local.ingest import IngestReport, bulk_ingest
 from semsearch.local.opensearch import LocalNodeError, NodeSettings, OpenSearchNode, reap_stale_nodes
 from semsearch.local.stack import REGION, glue_properties, run_custom_resource
-from semsearch.local.tei import RunningTei, TeiNotFound, find_tei, stage_serving, start_tei
+from semsearch.local.tei import RunningTei, TeiNotFound, TeiSource, find_tei, stage_serving, start_tei
 
 ENDPOINT_NAME = "pytest"
 ACCESS_KEY = "AKPYTESTLOCAL"
@@ -61,19 +62,31 @@ def endpoint(model_dir) -> Iterator[Any]:
     handle.stop()
 
 
+def tei_source() -> TeiSource:
+    """The TEI the tei-flavored tests use (find_tei); where there is none, the test asking is
+    skipped with the reason: the one skip every tei case goes through."""
+    try:
+        return find_tei()
+    except TeiNotFound as e:
+        pytest.skip(f"tei flavor not tested: {e}")
+
+
+def start_test_tei(model_dir: Path, work_dir: Path) -> RunningTei:
+    """TEI on ``model_dir`` (or the one at $SEMSEARCH_TEI_URL, serving its own) with the config's
+    limits, behind the SigV4-checking front with the session's keys; skipped where none is found."""
+    source = tei_source()
+    try:
+        return start_tei(source, model_dir, work_dir=work_dir, serving=stage_serving(), name=ENDPOINT_NAME,
+                         region=REGION, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    except Exception as e:
+        pytest.fail(f"TEI ({source.describe()}) did not start: {e}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tei(model_dir, tmp_path_factory) -> Iterator[RunningTei]:
     """TEI's router (ours on the packaged model with the config's limits, or the one at
     $SEMSEARCH_TEI_URL) behind the SigV4-checking front; ``.info`` is its GET /info."""
-    try:
-        source = find_tei()
-    except TeiNotFound as e:
-        pytest.skip(f"tei flavor not tested: {e}")
-    try:
-        running = start_tei(source, model_dir, work_dir=tmp_path_factory.mktemp("tei"), serving=stage_serving(),
-                            name=ENDPOINT_NAME, region=REGION, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
-    except Exception as e:
-        pytest.fail(f"TEI ({source.describe()}) did not start: {e}", pytrace=False)
+    running = start_test_tei(model_dir, tmp_path_factory.mktemp("tei"))
     yield running
     running.stop()
 

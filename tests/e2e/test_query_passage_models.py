@@ -5,9 +5,15 @@ The model version here is e5-like (QueryPrefix "query: ", PassagePrefix "passage
 all-MiniLM-L6-v2's weights, the model that ships offline. A recording front between
 ml-commons and the endpoint keeps every request body as the endpoint received it.
 
-- TEI flavor: the session endpoint speaks TEI's ``{"inputs": [...]}`` and, like TEI for a
-  model whose files define no prompts, embeds the inputs as given: the prefix must be in
-  the request, put there by the connector's pre_process script.
+- TEI flavor, each test twice: against TEI's own router (v1.8.2, the version the stacks
+  deploy) and against the session endpoint speaking TEI's ``{"inputs": [...]}`` (a stand-in
+  that runs where no router is found). TEI embeds its inputs as given unless a request names
+  a prompt or it was started with a default one: the prefix must be in the request, put
+  there by the connector's pre_process script, exactly once. The router serves a model
+  folder that declares e5's prompts and a ``default_prompt_name`` in its
+  ``config_sentence_transformers.json`` (as e5/bge-style models ship them), started with
+  ``DEFAULT_PROMPT_NAME`` in our environment: neither may add a second prefix. Without a
+  router the ``tei`` cases are skipped with the reason (conftest ``tei_source``).
 - custom flavor: the connector names the kind (``prompt_name``) and our handler adds the
   prefix its model folder declares (semsearch.json, as ``semsearch package`` writes it).
 """
@@ -28,7 +34,8 @@ import pytest
 
 from semsearch.local.ingest import bulk_ingest
 from semsearch.local.stack import run_custom_resource
-from tests.e2e.conftest import ACCESS_KEY, ENDPOINT_NAME, SECRET_KEY, ml_objects
+from semsearch.local.tei import RunningTei, prompt_chars
+from tests.e2e.conftest import ACCESS_KEY, ENDPOINT_NAME, SECRET_KEY, ml_objects, start_test_tei
 
 log = logging.getLogger(__name__)
 E5_PREFIXES = {"QueryPrefix": "query: ", "PassagePrefix": "passage: "}
@@ -46,6 +53,7 @@ class RecordingFront:
 
     def __init__(self, target_port: int):
         self.bodies: list[Any] = []
+        self.backend = ""  # what serves behind it, for the test's own bookkeeping
         front = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -91,15 +99,51 @@ class RecordingFront:
 
 
 @pytest.fixture(scope="module")
-def tei_front(endpoint) -> Iterator[RecordingFront]:
-    front = RecordingFront(endpoint.port)
+def prompted_model_dir(model_dir, tmp_path_factory) -> Path:
+    """all-MiniLM-L6-v2's files and ONNX graph (what TEI's CPU backend serves), its
+    config_sentence_transformers.json declaring e5's prompts and a default prompt name."""
+    from inference_code.model_info import read_model_info
+    from inference_code.onnx_export import FILES, ONNX_SUBDIR, onnx_path
+
+    folder = tmp_path_factory.mktemp("prompted-minilm")
+    for entry in Path(model_dir).iterdir():
+        if entry.name != "config_sentence_transformers.json":
+            (folder / entry.name).symlink_to(entry)
+    config = json.loads((Path(model_dir) / "config_sentence_transformers.json").read_text())
+    config.update(prompts={"query": E5_PREFIXES["QueryPrefix"], "passage": E5_PREFIXES["PassagePrefix"]},
+                  default_prompt_name="query")
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
+    (folder / ONNX_SUBDIR).mkdir()
+    (folder / ONNX_SUBDIR / FILES["exact"]).symlink_to(onnx_path(read_model_info(Path(model_dir)), "exact"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prompted_tei(prompted_model_dir, tmp_path_factory) -> Iterator[RunningTei]:
+    """TEI's router on the prompted folder, started while our environment holds a stray
+    DEFAULT_PROMPT_NAME (TEI would read it as --default-prompt-name)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DEFAULT_PROMPT_NAME", "passage")
+        running = start_test_tei(prompted_model_dir, tmp_path_factory.mktemp("tei-prompted"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module", params=["tei", "stand-in"])
+def tei_front(request, endpoint) -> Iterator[RecordingFront]:
+    """The tei flavor's endpoint (TEI's router, or our handler in TEI's shape) behind a recording hop."""
+    front = RecordingFront(request.getfixturevalue("prompted_tei").front.port if request.param == "tei"
+                           else endpoint.port)
+    front.backend = request.param
     yield front
     front.stop()
 
 
 @pytest.fixture(scope="module")
 def tei_stack(make_props, tei_front) -> Iterator[dict[str, Any]]:
-    props = make_props("e2e-e5tei", Flavor="tei", EndpointUrl=tei_front.url(), **E5_PREFIXES)
+    # A name per backend: the glue's Delete keeps an index (documents), the next stack must not find it.
+    name = "e2e-e5tei" if tei_front.backend == "stand-in" else "e2e-e5tei-router"
+    props = make_props(name, Flavor="tei", EndpointUrl=tei_front.url(), **E5_PREFIXES)
     result = run_custom_resource("Create", props)
     tei_front.take()  # the smoke tests' (they pass their texts as they are)
     yield {"props": props, **result}
@@ -113,19 +157,31 @@ def tei_ingested(opensearch, tei_stack, tei_front, dev_pairs) -> list[Any]:
     return tei_front.take()
 
 
+def handler_embed(endpoint, texts: list[str]) -> np.ndarray:
+    """Our handler's vectors for ``texts`` exactly as given (the session endpoint: no prompts)."""
+    conn = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=60)
+    try:
+        conn.request("POST", f"/endpoints/{ENDPOINT_NAME}/invocations", json.dumps({"inputs": texts}),
+                     {"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        assert answer.status == 200, answer.read()
+        return np.array(json.load(answer))
+    finally:
+        conn.close()
+
+
+def predict(opensearch, model_id: str, text: str) -> np.ndarray:
+    """The vector ``model_id`` gives ``text`` through its connector (text_docs: the pre_process
+    script that adds the prefix runs, as for neural search)."""
+    _, body = opensearch.request("POST", f"/_plugins/_ml/_predict/text_embedding/{model_id}", {"text_docs": [text]})
+    return np.array(body["inference_results"][0]["output"][0]["data"])
+
+
 def neural(query: str, model_id: str | None = None) -> dict[str, Any]:
     clause: dict[str, Any] = {"query_text": query, "k": 10}
     if model_id:
         clause["model_id"] = model_id
     return {"size": K, "_source": False, "query": {"neural": {"embedding": clause}}}
-
-
-def recall_at_k(conn, index: str, pairs: list[dict], model_id: str | None = None) -> float:
-    found = 0
-    for pair in pairs:
-        _, result = conn.request("POST", f"/{index}/_search", neural(pair["query"], model_id))
-        found += pair["id"] in [hit["_id"] for hit in result["hits"]["hits"]]
-    return found / len(pairs)
 
 
 def test_an_asymmetric_version_gets_a_query_model_and_binds_it_to_the_index(opensearch, tei_stack):
@@ -157,22 +213,81 @@ def test_tei_gets_query_prefix_on_a_neural_query_without_model_id(opensearch, te
     assert result["hits"]["hits"], "a neural query without model_id found nothing"
 
 
-def test_right_prefixes_retrieve_at_least_as_well_as_the_wrong_ones(opensearch, tei_stack, tei_ingested, tei_front,
-                                                                    dev_pairs):
+def neural_hits(conn, index: str, pairs: list[dict], model_id: str | None = None) -> list[dict[str, float]]:
+    """Each pair's query's top K through a neural query: {doc id: score}."""
+    return [{hit["_id"]: hit["_score"] for hit in conn.request(
+        "POST", f"/{index}/_search", neural(pair["query"], model_id))[1]["hits"]["hits"]} for pair in pairs]
+
+
+def innerproduct_score(dot: float) -> float:
+    """The k-NN plugin's score for an innerproduct space: 1 + dot, or 1 / (1 - dot) below zero."""
+    return 1 + dot if dot >= 0 else 1 / (1 - dot)
+
+
+def test_queries_and_passages_are_embedded_with_their_own_prefixes(opensearch, tei_stack, tei_ingested, tei_front,
+                                                                   endpoint, dev_pairs):
     """Right: "query: " on queries (the index's query model, named by no one). Wrong: queries
     embedded as passages (what every query got from the custom handler before: an explicit
-    model_id of the passage model). all-MiniLM was not trained with prefixes, so the gap
-    is small; the figures go to the report, the assert only says right is not worse."""
+    model_id of the passage model). Every hit's score is the one our handler's vectors of
+    "<query prefix>query" and "passage: text" give (HNSW may miss a neighbour; it cannot change
+    a score): the prefixes sit where they belong, once. all-MiniLM was not trained with
+    prefixes, so recall right vs wrong is printed for the report only."""
     index = tei_stack["Data"]["IndexName"]
-    right = recall_at_k(opensearch, index, dev_pairs)
-    queries = [t for body in tei_front.take() for t in body["inputs"]]
-    assert queries == ["query: " + p["query"] for p in dev_pairs]
-    wrong = recall_at_k(opensearch, index, dev_pairs, model_id=tei_stack["Data"]["ModelId"])
-    queries = [t for body in tei_front.take() for t in body["inputs"]]
-    assert queries == ["passage: " + p["query"] for p in dev_pairs]
-    print(f"\nrecall@{K} on {len(dev_pairs)} dev pairs: right prefixes {right:.3f}, "
-          f"queries as passages {wrong:.3f}")
-    assert right >= wrong - 0.01
+    q, p = E5_PREFIXES["QueryPrefix"], E5_PREFIXES["PassagePrefix"]
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.concatenate([handler_embed(endpoint, texts[i:i + 32]) for i in range(0, len(texts), 32)])
+
+    docs = dict(zip([pair["id"] for pair in dev_pairs], embed([p + pair["text"] for pair in dev_pairs]), strict=True))
+    report = []
+    for label, prefix, model_id in (("right prefixes", q, None), ("queries as passages", p,
+                                                                  tei_stack["Data"]["ModelId"])):
+        hits = neural_hits(opensearch, index, dev_pairs, model_id)
+        queries = [t for body in tei_front.take() for t in body["inputs"]]
+        assert queries == [prefix + pair["query"] for pair in dev_pairs]
+        vectors = embed(queries)
+        for pair, vector, found in zip(dev_pairs, vectors, hits, strict=True):
+            assert len(found) == K
+            for doc_id, score in found.items():
+                assert score == pytest.approx(innerproduct_score(float(vector @ docs[doc_id])), abs=1e-3), \
+                    (label, pair["id"], doc_id)
+        exact = np.argsort(-(vectors @ np.stack(list(docs.values())).T), axis=1)[:, :K]
+        recall = np.mean([pair["id"] in found for pair, found in zip(dev_pairs, hits, strict=True)])
+        exact_recall = np.mean([i in row for i, row in enumerate(exact)])
+        report.append(f"{label} {recall:.3f} (exact search {exact_recall:.3f})")
+    print(f"\n{tei_front.backend}: recall@{K} on {len(dev_pairs)} dev pairs: {', '.join(report)}")
+
+
+def test_tei_applies_the_prefix_exactly_once(opensearch, tei_stack, tei_ingested, tei_front, endpoint, dev_pairs):
+    """Through the glue's connectors the vectors are our handler's for "<prefix><text>", not for
+    a text prefixed twice (TEI's default prompt on top of the connector's prefix)."""
+    query, doc = dev_pairs[5]["query"], dev_pairs[5]
+    q, p = E5_PREFIXES["QueryPrefix"], E5_PREFIXES["PassagePrefix"]
+    got_query = predict(opensearch, tei_stack["Data"]["QueryModelId"], query)
+    _, stored = opensearch.request("GET", f"/{tei_stack['Data']['IndexName']}/_doc/{doc['id']}")
+    got_passage = np.array(stored["_source"]["embedding"])
+    # Once; twice by the model folder's default_prompt_name ("query") or by DEFAULT_PROMPT_NAME ("passage").
+    once_q, twice_qq, twice_pq, once_p, twice_qp, twice_pp = handler_embed(endpoint, [
+        q + query, q + q + query, p + q + query, p + doc["text"], q + p + doc["text"], p + p + doc["text"]])
+    print(f"\n{tei_front.backend}: cosine to once {got_query @ once_q:.6f} (query), {got_passage @ once_p:.6f} "
+          f"(passage); to twice {max(got_query @ twice_qq, got_query @ twice_pq):.6f}, "
+          f"{max(got_passage @ twice_qp, got_passage @ twice_pp):.6f}")
+    assert float(got_query @ once_q) >= 0.9999 and float(got_passage @ once_p) >= 0.9999
+    for got, twice in ((got_query, twice_qq), (got_query, twice_pq), (got_passage, twice_qp),
+                       (got_passage, twice_pp)):
+        assert float(got @ twice) < 0.9999
+
+
+def test_tei_reads_the_folders_prompts_and_applies_none_unasked(prompted_tei):
+    """The router loaded the prompts of config_sentence_transformers.json (a request naming one
+    gets it), yet a request naming none, as the connector's, gets no prompt: not the file's
+    default_prompt_name (TEI v1.8.2 reads only ``prompts`` from that file), not the
+    DEFAULT_PROMPT_NAME our environment held when it started (start_tei keeps it from the router)."""
+    if prompted_tei.source.bin is None:
+        pytest.skip(f"TEI at {prompted_tei.tei_url} serves a model folder of its own, not the prompted one")
+    assert prompt_chars(prompted_tei.tei_url, "query") == len(E5_PREFIXES["QueryPrefix"])
+    assert prompt_chars(prompted_tei.tei_url, "passage") == len(E5_PREFIXES["PassagePrefix"])
+    assert prompt_chars(prompted_tei.tei_url) == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,8 +316,8 @@ def custom_front(e5_like_model_dir) -> Iterator[RecordingFront]:
     handle.stop()
 
 
-def test_custom_handler_is_told_the_kind_and_embeds_with_its_prefix(opensearch, make_props, custom_front, tei_stack,
-                                                                   tei_ingested, dev_pairs):
+def test_custom_handler_is_told_the_kind_and_embeds_with_its_prefix(opensearch, make_props, custom_front, endpoint,
+                                                                   dev_pairs):
     props = make_props("e2e-e5custom", EndpointUrl=custom_front.url(), **E5_PREFIXES)
     result = run_custom_resource("Create", props)
     try:
@@ -213,11 +328,10 @@ def test_custom_handler_is_told_the_kind_and_embeds_with_its_prefix(opensearch, 
         received = custom_front.take()
         assert {body["prompt_name"] for body in received} == {"passage"}
         assert {t for body in received for t in body["inputs"]} == {p["text"] for p in docs}
-        # The handler prefixed them: the same vectors as TEI's "passage: " + text.
-        for pair in docs[:5]:
-            _, mine = opensearch.request("GET", f"/{data['IndexName']}/_doc/{pair['id']}")
-            _, tei = opensearch.request("GET", f"/{tei_stack['Data']['IndexName']}/_doc/{pair['id']}")
-            np.testing.assert_allclose(mine["_source"]["embedding"], tei["_source"]["embedding"], atol=1e-5)
+        # The handler prefixed them: the vectors of "passage: " + text (what the tei flavor's connector sends).
+        _, mine = opensearch.request("POST", f"/{data['IndexName']}/_mget", {"ids": [p["id"] for p in docs[:5]]})
+        np.testing.assert_allclose([d["_source"]["embedding"] for d in mine["docs"]],
+                                   handler_embed(endpoint, ["passage: " + p["text"] for p in docs[:5]]), atol=1e-5)
         _, found = opensearch.request("POST", f"/{data['IndexName']}/_search", neural(docs[0]["query"]))
         assert custom_front.take() == [{"inputs": [docs[0]["query"]], "prompt_name": "query"}]
         assert found["hits"]["hits"]

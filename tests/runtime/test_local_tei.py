@@ -139,3 +139,14 @@ def test_the_ci_tei_service_has_the_endpoint_environments_limits():
     assert (int(env["MAX_CLIENT_BATCH_SIZE"]), int(env["MAX_BATCH_TOKENS"]), env["AUTO_TRUNCATE"] == "true") == (
         serving.max_client_batch_size, serving.max_batch_tokens, serving.auto_truncate)
     assert job["env"]["SEMSEARCH_TEI_URL"] == "http://127.0.0.1:8080"
+
+
+def test_a_router_we_start_reads_none_of_teis_argument_variables_from_our_environment():
+    """TEI takes each argument from the variable of the same name too: a DEFAULT_PROMPT left in
+    the caller's shell would prefix every text again (the connector adds the prefix itself)."""
+    from semsearch.local.tei import ROUTER_ARGUMENT_VARIABLES, router_environment
+
+    env = router_environment({"PATH": "/usr/bin", "DEFAULT_PROMPT": "query: ", "DEFAULT_PROMPT_NAME": "query",
+                              "API_KEY": "x", "MAX_CLIENT_BATCH_SIZE": "1", "HF_HUB_OFFLINE": "0"})
+    assert env == {"PATH": "/usr/bin", "HF_HUB_OFFLINE": "1"}
+    assert {"DEFAULT_PROMPT", "DEFAULT_PROMPT_NAME", "API_KEY", "AUTO_TRUNCATE"} <= set(ROUTER_ARGUMENT_VARIABLES)
