@@ -11,11 +11,16 @@ Event (every key optional except an input; defaults from the environment in brac
      "index": "documents",        # [INDEX_NAME]
      "vector_field": "embedding", # [EMBEDDING_FIELD, "embedding"]
      "text_field": "text",        # [TEXT_FIELD, "text"]; filled when the input was joined
-     "endpoint_name": "semsearch-dev-cpu-1a2b3c4d"}  # the endpoint whose model made the vectors
+     "endpoint_name": "semsearch-dev-cpu-1a2b3c4d",  # the endpoint whose model made the vectors
+     # or, on a stage on Amazon Bedrock (bulk_loader.embed_bedrock made them):
+     "bedrock_model_id": "amazon.titan-embed-text-v2:0",
+     "bedrock_parameters": {"dimensions": 512, "normalize": true}}  # what the run sent beside the texts
 
 With ``endpoint_name`` (the batch-embed workflow always gives it) the loader first checks that
 the index behind the alias embeds with that endpoint (bulk_loader.serving): otherwise it
 writes nothing and raises VersionMismatch; when it does, it writes into that concrete index.
+With ``bedrock_model_id`` the check is that the index's connector invokes that Bedrock model
+with those parameters (bulk_loader.serving.check_bedrock_model).
 
 Environment: OPENSEARCH_URL; AUTH_MODE (sigv4 | basic | none; default sigv4, region from
 AWS_REGION); OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD for basic; CA_FILE; BULK_DOCS (500),
@@ -41,7 +46,7 @@ from json_logging import lambda_entry, set_level
 from opensearch_http import ClientConfigError, OpenSearchClient
 
 from .bulk import BulkWriter, LoadError, Report, vector_dimension
-from .serving import check_version
+from .serving import check_bedrock_model, check_version
 from .source import BadLine, expand, parse_documents, read_lines
 
 log = logging.getLogger(__name__)
@@ -103,9 +108,23 @@ def load(event: dict[str, Any], *, client: OpenSearchClient, s3_client: Any = No
     endpoint_name = event.get("endpoint_name")
     if endpoint_name is not None and (not isinstance(endpoint_name, str) or not endpoint_name):
         raise LoadError("'endpoint_name' must be the SageMaker endpoint name the vectors come from")
+    bedrock_model_id = event.get("bedrock_model_id")
+    bedrock_parameters = event.get("bedrock_parameters", {})
+    if bedrock_model_id is not None and (not isinstance(bedrock_model_id, str) or not bedrock_model_id):
+        raise LoadError("'bedrock_model_id' must be the Bedrock model id the vectors come from")
+    if not isinstance(bedrock_parameters, dict):
+        raise LoadError("'bedrock_parameters' must be an object (the body's fixed parameters the run sent)")
+    if endpoint_name and bedrock_model_id:
+        raise LoadError("give 'endpoint_name' (a SageMaker endpoint) or 'bedrock_model_id', not both: the vectors "
+                        "come from one model")
     uris = expand(_inputs(event), suffix=event.get("suffix", ""), s3_client=s3_client)
     dimension = vector_dimension(client, index, vector_field)
-    target = check_version(client, index, endpoint_name) if endpoint_name else index
+    if endpoint_name:
+        target = check_version(client, index, endpoint_name)
+    elif bedrock_model_id:
+        target = check_bedrock_model(client, index, bedrock_model_id, bedrock_parameters)
+    else:
+        target = index
     report = Report()
     writer = BulkWriter(client, target, report, vector_field=vector_field, text_field=text_field,
                         max_docs=int(os.environ.get("BULK_DOCS", 500)),

@@ -25,6 +25,16 @@ Event::
      "prefix": "passage: ",  # the catalog's passage prefix ("" when none)
      "max_texts": 32, "max_bytes": 6291456}
 
+On a stage on Amazon Bedrock (``"flavor": "bedrock"``) each ``request`` is the InvokeModel
+body the connector sends that model for passages (endpoint_request.bedrock: Titan v2 one
+``inputText`` with ``dimensions`` and ``normalize``; Cohere v3 ``texts`` with ``input_type``
+search_document and ``truncate`` END; texts clipped to the documented limit), at most the
+model's texts per call; bulk_loader.embed_bedrock sends it::
+
+    {"flavor": "bedrock", "model_id": "amazon.titan-embed-text-v2:0", "dimension": 512,
+     "normalize": true,      # only for a model with the option (Titan v2)
+     "output": "...", "input": "...", "max_texts": 1, "max_bytes": 6291456}
+
 Returns {"documents", "requests", "objects", "inputs"}. A line that is not a document, or a
 document too big for a request on its own, fails the whole preparation (PrepareError naming
 each by "<uri> line <n>") before any transform starts; the parts already written lie under
@@ -42,7 +52,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from endpoint_request import FLAVORS, request_body
+from endpoint_request import FLAVORS, bedrock, request_body
 from json_logging import lambda_entry, set_level
 
 from .source import BadLine, boto3_s3, expand, json_object, read_lines, valid_id
@@ -53,6 +63,8 @@ set_level(*LOGGERS)
 
 #: What the workflow embeds: documents, never queries.
 KIND = "passage"
+#: The flavor of a stage whose connector calls an Amazon Bedrock model (no endpoint).
+BEDROCK = "bedrock"
 #: Request lines per output object: a transform job hands whole objects to its instances, so
 #: objects of a few thousand documents let several instances share a corpus of tens of thousands.
 PART_LINES = 100
@@ -72,20 +84,47 @@ class Batcher:
     prefix: str
     max_texts: int
     max_bytes: int
+    #: flavor bedrock: the model, its dimension (0: its default) and normalize (None: not an option).
+    model_id: str = ""
+    dimension: int = 0
+    normalize: bool | None = None
     ids: list[Any] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     size: int = 0
 
     def __post_init__(self) -> None:
-        if self.flavor not in FLAVORS:
-            raise PrepareError(f"'flavor' must be one of {', '.join(FLAVORS)}, got {self.flavor!r}")
+        if self.flavor not in (*FLAVORS, BEDROCK):
+            raise PrepareError(f"'flavor' must be one of {', '.join((*FLAVORS, BEDROCK))}, got {self.flavor!r}")
         if self.max_texts < 1 or self.max_bytes < 1:
             raise PrepareError(f"'max_texts' and 'max_bytes' must be positive, got {self.max_texts}, {self.max_bytes}")
-        self.empty_size = len(self._line([], []))
+        if self.flavor == BEDROCK:
+            try:
+                spec = bedrock.model(self.model_id)
+                self.fixed = bedrock.template_parameters(self.model_id, input_type=bedrock.input_type_for(KIND),
+                                                         dimension=self.dimension or None, normalize=self.normalize)
+            except bedrock.BedrockModelError as e:
+                raise PrepareError(f"flavor bedrock: {e}") from None
+            if self.max_texts > spec.max_texts:
+                raise PrepareError(f"'max_texts' {self.max_texts}: {self.model_id} takes at most {spec.max_texts} "
+                                   "texts a call")
+            # The body's fixed part: an empty text list (Titan: an empty inputText, which no line carries).
+            empty = bedrock.render(bedrock.BODY_TEMPLATES[spec.family], {**self.fixed, "inputText": "", "texts": []})
+            self.empty_size = len(self._encode([], [], empty))
+        else:
+            self.empty_size = len(self._line([], []))
+
+    def _request(self, texts: list[str]) -> dict[str, Any]:
+        if self.flavor != BEDROCK:
+            return request_body(self.flavor, KIND, texts, self.prefix)
+        return bedrock.request_body(self.model_id, texts, input_type=bedrock.input_type_for(KIND),
+                                    dimension=self.dimension or None, normalize=self.normalize)
+
+    @staticmethod
+    def _encode(ids: list[Any], texts: list[str], body: dict[str, Any]) -> bytes:
+        return (json.dumps({"ids": ids, "texts": texts, "request": body}, ensure_ascii=False) + "\n").encode()
 
     def _line(self, ids: list[Any], texts: list[str]) -> bytes:
-        body = request_body(self.flavor, KIND, texts, self.prefix)
-        return (json.dumps({"ids": ids, "texts": texts, "request": body}, ensure_ascii=False) + "\n").encode()
+        return self._encode(ids, texts, self._request(texts))
 
     def _cost(self, doc_id: Any, text: str) -> int:
         """An upper bound of what one document adds to a line: its id, its text and its
@@ -96,6 +135,11 @@ class Batcher:
     def add(self, doc_id: Any, text: str) -> bytes | None:
         """Take one document; returns the finished line it closed, if any. ValueError when the
         document alone would not fit in a line."""
+        if self.flavor == BEDROCK:
+            try:  # what the model refuses (Titan: an empty text) fails this document, not a later line
+                self._request([text])
+            except bedrock.BedrockModelError as e:
+                raise ValueError(str(e)) from None
         cost = self._cost(doc_id, text)
         if self.empty_size + cost > self.max_bytes:
             raise ValueError(f"the document is about {self.empty_size + cost} bytes as a request; max_bytes is "
@@ -189,8 +233,12 @@ def prepare(event: dict[str, Any], *, s3_client: Any = None) -> dict[str, Any]:
     for key in ("flavor", "output"):
         if not isinstance(event.get(key), str):
             raise PrepareError(f"{key!r} missing (a string)")
+    normalize = event.get("normalize")
+    if normalize is not None and not isinstance(normalize, bool):
+        raise PrepareError(f"'normalize' must be true or false, got {normalize!r}")
     batcher = Batcher(event["flavor"], str(event.get("prefix", "")), int(event.get("max_texts", 32)),
-                      int(event.get("max_bytes", 6 * 1024 * 1024)))
+                      int(event.get("max_bytes", 6 * 1024 * 1024)), model_id=str(event.get("model_id", "")),
+                      dimension=int(event.get("dimension", 0)), normalize=normalize)
     uris = expand(_inputs(event), s3_client=s3_client)
     parts = Parts(event["output"], s3_client=s3_client)
     failed: dict[str, str] = {}

@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+#: Where a joined output line holds the answer (the transform's JoinSource Input names it so;
+#: bulk_loader.embed_bedrock writes the same).
+JOINED_OUTPUT = "SageMakerOutput"
+
 
 class BadLine(ValueError):
     """One input line (or one document of it) that cannot become a document; the message names
@@ -63,7 +67,7 @@ def parse_documents(line: str | bytes, origin: str, dimension: int | None) -> li
     ids = record["ids"]
     if not isinstance(ids, list) or not ids or not all(valid_id(i) for i in ids):
         return [BadLine(f"{origin}: 'ids' must be a non-empty list of non-empty strings or integers", origin)]
-    vectors = record.get("SageMakerOutput")
+    vectors = record.get(JOINED_OUTPUT)
     texts = record.get("texts", [None] * len(ids))
     problem = ""
     if not isinstance(vectors, list):
