@@ -1,5 +1,9 @@
 """How the batch-embed transform job takes its records, and how big they may be.
 
+On a stage on Amazon Bedrock no transform runs: the request lines carry the model's
+InvokeModel bodies and bulk_loader.embed_bedrock sends them, one line a call, writing the same
+output (``bedrock_requests``, ``bedrock_parameters``).
+
 Pure Python (no CDK import): the workflow (stacks/components/batch_embed_workflow.py) sets
 its CreateTransformJob from these, and the local stand-in (semsearch.local.transform) that
 the e2e tests and the bench run handles records by the same settings.
@@ -12,7 +16,13 @@ the texts and the vectors for the loader to pair (bulk_loader.source).
 
 from __future__ import annotations
 
-from stacks.config import EndpointConfig, JobsConfig
+from typing import Any
+
+from stacks.catalog import BEDROCK_MODELS  # noqa: F401  (puts lambda/, endpoint_request's home, on the import path)
+from stacks.config import BedrockConfig, EndpointConfig, JobsConfig
+
+# isort: split
+from endpoint_request import bedrock as bedrock_bodies
 
 CONTENT_TYPE = "application/json"
 SPLIT_TYPE = "Line"
@@ -34,3 +44,27 @@ def request_limits(endpoint: EndpointConfig, jobs: JobsConfig) -> dict[str, int]
     if endpoint.flavor == "tei":
         max_bytes = min(max_bytes, TEI_PAYLOAD_LIMIT)
     return {"max_texts": endpoint.max_client_batch_size, "max_bytes": max_bytes}
+
+
+#: Bytes per request line on Bedrock (its ids, texts and body, which the embed function holds):
+#: the body itself stays far under InvokeModel's 25 MB, its texts clipped to the model's limit.
+BEDROCK_LINE_BYTES = 6 * 1024 * 1024
+
+
+def bedrock_requests(bedrock: BedrockConfig) -> dict[str, Any]:
+    """What prepare (flavor bedrock) and the embed function are told: the model, its dimension,
+    normalize where the model has the option, the model's texts per call, bytes per line."""
+    spec = bedrock.model
+    request: dict[str, Any] = {"model_id": bedrock.model_id, "dimension": bedrock.embedding_dimension,
+                               "max_texts": spec.max_texts, "max_bytes": BEDROCK_LINE_BYTES}
+    if spec.normalize_option:
+        request["normalize"] = bedrock.normalize
+    return request
+
+
+def bedrock_parameters(bedrock: BedrockConfig) -> dict[str, Any]:
+    """The body's fixed parameters for passages (what the index's connector holds beside the
+    model id): the loader's check compares them with the connector's."""
+    return bedrock_bodies.template_parameters(
+        bedrock.model_id, input_type=bedrock_bodies.input_type_for("passage"), dimension=bedrock.embedding_dimension,
+        normalize=bedrock.normalize if bedrock.model.normalize_option else None)

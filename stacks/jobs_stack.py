@@ -62,22 +62,30 @@ class JobsStack(cdk.Stack):
             # The stacks that read the promotion (the model) or what serves (search, ops), in deploy order.
             stacks_to_update=[stack_name(config.name, part) for part in MODEL_VERSION_STACK_PARTS],
             cloudformation_role_arn=cloudformation_role_arn(self))
-        # Batch embedding runs on what serves the endpoint the search stack fronts, read at run time.
+        # Batch embedding runs on what serves the endpoint the search stack fronts, read at run time;
+        # on a stage on Bedrock, with the Bedrock model the index embeds with.
         fronted = config.search.endpoint
+        bedrock = config.bedrock if config.on_bedrock else None
         self.batch_embed = BatchEmbedWorkflow(
             self, "BatchEmbed", name_prefix=prefix, jobs=config.jobs, endpoint=config.connector_endpoint,
             serving_model_parameter=serving_parameter(config.name, fronted, "model"),
             serving_endpoint_parameter=serving_parameter(config.name, fronted, "endpoint"),
             artifacts=artifacts, kms_key=key, loader_role=loader_role,
             domain_url=domain_url, index_name=index_name, text_field=config.search.text_field,
-            embedding_field=config.search.embedding_field, vpc=config.vpc)
+            embedding_field=config.search.embedding_field, vpc=config.vpc, bedrock=bedrock)
         self._grant_prefixes(loader_role, read=[BatchEmbedWorkflow.output_prefix], write=[])
         key.grant_decrypt(self.batch_embed.loader)
         self._grant_prefixes(self.batch_embed.preparer_role, read=[BATCH_INPUT_PREFIX],
                              write=[BatchEmbedWorkflow.output_prefix])
         key.grant(self.batch_embed.preparer, "kms:Decrypt", "kms:GenerateDataKey")
-        # The transform job runs as the serving model's own role (the model stack's).
-        allow_transform_jobs(endpoints[fronted].role, stage=config.name, kms_key=key)
+        if self.batch_embed.embedder is not None and self.batch_embed.embedder_role is not None:
+            # No transform job on Bedrock: the embed function reads the request lines and writes the output.
+            self._grant_prefixes(self.batch_embed.embedder_role, read=[BatchEmbedWorkflow.output_prefix],
+                                 write=[BatchEmbedWorkflow.output_prefix])
+            key.grant(self.batch_embed.embedder, "kms:Decrypt", "kms:GenerateDataKey")
+        else:
+            # The transform job runs as the serving model's own role (the model stack's).
+            allow_transform_jobs(endpoints[fronted].role, stage=config.name, kms_key=key)
 
         cdk.CfnOutput(self, "FineTuneStateMachine", value=self.fine_tune.state_machine.state_machine_arn)
         cdk.CfnOutput(self, "BatchEmbedStateMachine", value=self.batch_embed.state_machine.state_machine_arn)

@@ -106,6 +106,10 @@ def check_version(client: OpenSearchClient, index: str, endpoint_name: str) -> s
     return concrete
 
 
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def check_bedrock_model(client: OpenSearchClient, index: str, model_id: str, parameters: Mapping[str, Any]) -> str:
     """The concrete index behind ``index`` when its ingest pipeline's connector invokes Bedrock
     model ``model_id`` with these fixed ``parameters`` (what the run sent beside the texts:
@@ -122,10 +126,9 @@ def check_bedrock_model(client: OpenSearchClient, index: str, model_id: str, par
         raise VersionMismatch(f"index {concrete} (behind {index!r}) embeds with model {pipeline_model} on Bedrock "
                               f"model {called}, but these vectors come from Bedrock model {model_id}: the stage's "
                               "model changed since the workflow started. Nothing was written")
-    # ml-commons keeps connector parameters as strings ("512", "true").
+    # ml-commons keeps connector parameters as strings ("512", "true"): compared as JSON text.
     stored = connector.get("parameters") or {}
-    differ = {k: (stored.get(k), v) for k, v in parameters.items()
-              if str(stored.get(k)) != (v if isinstance(v, str) else json.dumps(v))}
+    differ = {k: (stored.get(k), v) for k, v in parameters.items() if _as_text(stored.get(k)) != _as_text(v)}
     if differ:
         shown = ", ".join(f"{k} {theirs!r} (these vectors: {ours!r})" for k, (theirs, ours) in sorted(differ.items()))
         raise VersionMismatch(f"index {concrete} (behind {index!r}) embeds with Bedrock model {model_id} but with "

@@ -19,6 +19,19 @@ otherwise (bulk_loader.serving).
 
 The transform job runs as the model's own role (CreateTransformJob names none): the serving
 model's role needs the job's S3 prefix, key, logs and metrics (``allow_transform_jobs``).
+
+On a stage on Amazon Bedrock (``bedrock``) the index embeds with that Bedrock model, so batch
+embedding does too, and nothing of SageMaker runs: Prepare writes the model's InvokeModel
+bodies, exactly what the connector sends for passages (flavor bedrock,
+endpoint_request.bedrock); Embed (bulk_loader.embed_bedrock, a Lambda whose role may
+bedrock:InvokeModel on that one foundation model) sends them and writes the transform's output
+shape, invoked again from where it stopped while a run needs more than one invocation's 15
+minutes; the loader's check then wants the index's connector to invoke that same model with
+the same parameters. Not a Map state: the calls are I/O, which one function runs concurrently
+and in order, and a continuation loop keeps one run's output in one place without a
+distributed map's child executions and their extra role. Not Bedrock's batch inference
+(CreateModelInvocationJob): it needs a service role and at least its minimum record count
+per job, and writes its own output format. ``model_name`` is refused: it names a SageMaker model.
 """
 
 from __future__ import annotations
@@ -47,7 +60,7 @@ from stacks.components.fine_tune_workflow import (
 from stacks.components.lambda_assets import RUNTIME, lambda_code
 from stacks.components.lambda_vpc import LambdaVpcPlacement
 from stacks.components.sagemaker_execution_role import SageMakerExecutionRole
-from stacks.config import EndpointConfig, JobsConfig, VpcConfig
+from stacks.config import BedrockConfig, EndpointConfig, JobsConfig, VpcConfig
 from stacks.nag import acknowledge
 from stacks.storage_stack import artifacts_bucket_name, artifacts_nag_arn
 
@@ -94,9 +107,13 @@ class BatchEmbedWorkflow(Construct):
         reading the transform output (``output_prefix``) is the caller's grant.
       domain_url / index_name / text_field / embedding_field: where the loader writes.
       vpc: the stage's VPC, where the domain answers (default: none).
+      bedrock: the stage's Bedrock model when the index embeds with it (default: none): then
+        Prepare → Embed (loop) → BulkLoad, and no ServingModel, no Transform.
 
     ``preparer`` writes request lines (its role, ``preparer_role``, may read the input and
     write under ``output_prefix`` by the caller's grants); ``loader`` is the bulk loader.
+    On Bedrock, ``embedder`` sends the request lines (its role, ``embedder_role``, may invoke
+    the model; reading and writing under ``output_prefix`` are the caller's grants).
     """
 
     #: Where transform jobs work, one folder per job: what the loader reads.
@@ -105,7 +122,8 @@ class BatchEmbedWorkflow(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, jobs: JobsConfig,
                  endpoint: EndpointConfig, serving_model_parameter: str, serving_endpoint_parameter: str,
                  artifacts: s3.IBucket, kms_key: kms.IKey, loader_role: iam.IRole, domain_url: str, index_name: str,
-                 text_field: str, embedding_field: str, vpc: VpcConfig | None = None) -> None:
+                 text_field: str, embedding_field: str, vpc: VpcConfig | None = None,
+                 bedrock: BedrockConfig | None = None) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
         bucket_uri = f"s3://{artifacts.bucket_name}"
@@ -118,6 +136,15 @@ class BatchEmbedWorkflow(Construct):
         self.preparer_role = iam.Role(self, "PreparerRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                                       description="Batch-embed prepare: documents into endpoint request lines")
         self.preparer = _preparer(self, name_prefix=name_prefix, role=self.preparer_role, placement=placement)
+        self.embedder: lambda_.Function | None = None
+        self.embedder_role: iam.Role | None = None
+        if bedrock:
+            start = _bedrock_steps(self, name_prefix=name_prefix, bedrock=bedrock, bucket_uri=bucket_uri,
+                                   placement=placement, artifacts=artifacts)
+            self.state_machine = workflow_state_machine(self, name=f"{name_prefix}-batch-embed", start=start,
+                                                        timeout=cdk.Duration.hours(24))
+            self._finish(stack, artifacts, bucket_uri)
+            return
         transform_instance = INSTANCES[jobs.transform_instance_type]
         job_folder = f"'{OUTPUT_PREFIX}' & $jobName & '/"
 
@@ -183,37 +210,20 @@ class BatchEmbedWorkflow(Construct):
         })
         fail_on_error(self, transform, "TransformFailed", "the transform job")
 
-        load = tasks.LambdaInvoke(
-            self, "BulkLoad", lambda_function=self.loader,
-            payload=sfn.TaskInput.from_object({"bucket": artifacts.bucket_name,
-                                               "prefix": jsonata(f"{job_folder}output/'"),
-                                               "suffix": batch_transform.OUTPUT_SUFFIX,
-                                               "endpoint_name": jsonata("$endpointName")}),
-            retry_on_service_exceptions=True,
-            outputs=jsonata("$states.result.Payload"),
-        )
-        fail_on_error(self, load, "LoadFailed", "the bulk load")
-        check = sfn.Choice(self, "AllDocumentsIndexed")
-        check.when(sfn.Condition.jsonata("{% $states.input.documents_in = $states.input.documents_indexed and "
-                                         "$states.input.documents_failed = 0 and "
-                                         "$states.input.documents_in = $documents %}"), sfn.Succeed(self, "Loaded"))
-        check.when(sfn.Condition.jsonata("{% $states.input.documents_failed = 0 and "
-                                         "$states.input.documents_in != $documents %}"),
-                   sfn.Fail(self, "DocumentsMissing", error="DocumentsMissing",
-                            cause=jsonata("'the transform output holds ' & $string($states.input.documents_in) & "
-                                          "' documents; ' & $string($documents) & ' were prepared'")))
-        check.otherwise(sfn.Fail(self, "LoadIncomplete", error="LoadIncomplete",
-                                 cause=jsonata("$string($states.input.documents_failed) & ' of ' & "
-                                               "$string($states.input.documents_in) & ' documents failed to index: '"
-                                               " & $string($states.input.failures)")))
+        load = _load_step(self, artifacts, job_folder, {"endpoint_name": jsonata("$endpointName")})
+        check = _check_step(self, "the transform output")
 
         serving.when(sfn.Condition.jsonata("{% $modelName = '' or $endpointName = '' %}"), not_serving)
         serving.otherwise(prepare.next(transform).next(load).next(check))
         self.state_machine = workflow_state_machine(self, name=f"{name_prefix}-batch-embed",
                                                     start=resolve.next(serving), timeout=cdk.Duration.hours(24))
+        grant_sync_job(self.state_machine.role, name_prefix, "Transform")
+        self._finish(stack, artifacts, bucket_uri)
+
+    def _finish(self, stack: cdk.Stack, artifacts: s3.IBucket, bucket_uri: str) -> None:
+        """What every variant has: the invoke grants' acknowledgements and the upload rule."""
         role = self.state_machine.role
-        grant_sync_job(role, name_prefix, "Transform")
-        for function in (self.loader, self.preparer):
+        for function in (self.loader, self.preparer, *([self.embedder] if self.embedder else [])):
             function_id = stack.resolve(stack.get_logical_id(function.node.default_child))  # type: ignore[arg-type]
             acknowledge(role, f"AwsSolutions-IAM5[Resource::<{function_id}.Arn>:*]",
                         "invokes exactly this function (its step's grant); ':*' covers its versions")
@@ -224,6 +234,41 @@ class BatchEmbedWorkflow(Construct):
             detail={"bucket": {"name": [artifacts.bucket_name]}, "object": {"key": [{"prefix": BATCH_INPUT_PREFIX}]}}))
         upload_rule.add_target(targets.SfnStateMachine(self.state_machine, input=events.RuleTargetInput.from_object(
             {"input_s3_uri": f"{bucket_uri}/{events.EventField.from_path('$.detail.object.key')}"})))
+
+
+def _load_step(workflow: BatchEmbedWorkflow, artifacts: s3.IBucket, job_folder: str,
+               made_by: dict[str, object]) -> tasks.LambdaInvoke:
+    """BulkLoad: the job folder's output into the index, once the loader's check of ``made_by``
+    (the endpoint, or the Bedrock model and its parameters, that made the vectors) passes."""
+    load = tasks.LambdaInvoke(
+        workflow, "BulkLoad", lambda_function=workflow.loader,
+        payload=sfn.TaskInput.from_object({"bucket": artifacts.bucket_name,
+                                           "prefix": jsonata(f"{job_folder}output/'"),
+                                           "suffix": batch_transform.OUTPUT_SUFFIX,
+                                           **made_by}),
+        retry_on_service_exceptions=True,
+        outputs=jsonata("$states.result.Payload"),
+    )
+    fail_on_error(workflow, load, "LoadFailed", "the bulk load")
+    return load
+
+
+def _check_step(workflow: BatchEmbedWorkflow, output: str) -> sfn.Choice:
+    """Every prepared document indexed, or a Fail saying which are missing or failed."""
+    check = sfn.Choice(workflow, "AllDocumentsIndexed")
+    check.when(sfn.Condition.jsonata("{% $states.input.documents_in = $states.input.documents_indexed and "
+                                     "$states.input.documents_failed = 0 and "
+                                     "$states.input.documents_in = $documents %}"), sfn.Succeed(workflow, "Loaded"))
+    check.when(sfn.Condition.jsonata("{% $states.input.documents_failed = 0 and "
+                                     "$states.input.documents_in != $documents %}"),
+               sfn.Fail(workflow, "DocumentsMissing", error="DocumentsMissing",
+                        cause=jsonata(f"'{output} holds ' & $string($states.input.documents_in) & "
+                                      "' documents; ' & $string($documents) & ' were prepared'")))
+    check.otherwise(sfn.Fail(workflow, "LoadIncomplete", error="LoadIncomplete",
+                             cause=jsonata("$string($states.input.documents_failed) & ' of ' & "
+                                           "$string($states.input.documents_in) & ' documents failed to index: '"
+                                           " & $string($states.input.failures)")))
+    return check
 
 
 def _function_logs(scope: Construct, construct_id: str, role: iam.IRole, name: str) -> logs.LogGroup:
@@ -284,3 +329,64 @@ def _bulk_loader(workflow: BatchEmbedWorkflow, *, name_prefix: str, role: iam.IR
         function_name=f"{name_prefix}-bulk-loader",
         description="Writes batch-transform embeddings into the OpenSearch index with _bulk",
         role=role, placement=placement, environment=environment)
+
+
+def _bedrock_steps(workflow: BatchEmbedWorkflow, *, name_prefix: str, bedrock: BedrockConfig, bucket_uri: str,
+                   placement: LambdaVpcPlacement | None, artifacts: s3.IBucket) -> sfn.IChainable:
+    """Start → (model_name: refused) → Prepare → Embed, again until complete → BulkLoad → check."""
+    stack = cdk.Stack.of(workflow)
+    workflow.embedder_role = iam.Role(
+        workflow, "EmbedderRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=f"Batch-embed on Bedrock: request lines through {bedrock.model_id}")
+    # A foundation model's ARN names no account (arn:<partition>:bedrock:<region>::foundation-model/<id>).
+    workflow.embedder_role.add_to_policy(iam.PolicyStatement(actions=["bedrock:InvokeModel"], resources=[
+        stack.format_arn(service="bedrock", account="", resource="foundation-model", resource_name=bedrock.model_id)]))
+    workflow.embedder = _bulk_loader_function(
+        workflow, "BedrockEmbedder", handler="bulk_loader.embed_bedrock.handler",
+        function_name=f"{name_prefix}-batch-embed-bedrock",
+        description=f"Batch embedding: request lines through Bedrock model {bedrock.model_id}, as the connector sends",
+        role=workflow.embedder_role, placement=placement)
+    job_folder = f"'{OUTPUT_PREFIX}' & $jobName & '/"
+    requests = batch_transform.bedrock_requests(bedrock)
+
+    start = sfn.Pass(workflow, "Start", assign={
+        "inputUri": jsonata(f"$exists($states.input.input_s3_uri) ? $states.input.input_s3_uri : "
+                            f"'{bucket_uri}/{BATCH_INPUT_PREFIX}'"),
+        "jobName": jsonata(f"'{name_prefix}-embed-' & $string($millis())")})
+    model_name = sfn.Choice(workflow, "ModelNameGiven")
+    refused = sfn.Fail(workflow, "NotASageMakerStage", error="NotASageMakerStage",
+                       cause=f"model_name names a SageMaker model; this stage embeds with Amazon Bedrock model "
+                             f"{bedrock.model_id}, as its index does: start without model_name")
+    prepare = tasks.LambdaInvoke(
+        workflow, "Prepare", lambda_function=workflow.preparer,
+        payload=sfn.TaskInput.from_object({
+            "input": jsonata("$inputUri"),
+            "output": jsonata(f"'{bucket_uri}/' & {job_folder}requests/'"),
+            "flavor": "bedrock", **requests}),
+        retry_on_service_exceptions=True,
+        assign={"documents": jsonata("$states.result.Payload.documents"), "embedFrom": 0},
+    )
+    fail_on_error(workflow, prepare, "PrepareFailed", "preparing the request lines")
+    embed = tasks.LambdaInvoke(
+        workflow, "Embed", lambda_function=workflow.embedder,
+        payload=sfn.TaskInput.from_object({
+            "input": jsonata(f"'{bucket_uri}/' & {job_folder}requests/'"),
+            "output": jsonata(f"'{bucket_uri}/' & {job_folder}output/'"),
+            "suffix": batch_transform.OUTPUT_SUFFIX,
+            "model_id": bedrock.model_id, "dimension": bedrock.embedding_dimension,
+            "start_at": jsonata("$embedFrom")}),
+        retry_on_service_exceptions=True,
+        assign={"embedFrom": jsonata("$states.result.Payload.next"),
+                "embedComplete": jsonata("$states.result.Payload.complete")},
+    )
+    fail_on_error(workflow, embed, "EmbedFailed", "embedding with Bedrock")
+    embedded = sfn.Choice(workflow, "Embedded")
+    load = _load_step(workflow, artifacts, job_folder, {"bedrock_model_id": bedrock.model_id,
+                                                        "bedrock_parameters": batch_transform.bedrock_parameters(bedrock)})
+    embedded.when(sfn.Condition.jsonata("{% $embedComplete = true %}"),
+                  load.next(_check_step(workflow, "the embedded output")))
+    # A run longer than one invocation goes on where the last one stopped.
+    embedded.otherwise(embed)
+    model_name.when(sfn.Condition.jsonata("{% $exists($states.input.model_name) %}"), refused)
+    model_name.otherwise(prepare.next(embed).next(embedded))
+    return start.next(model_name)

@@ -114,7 +114,7 @@ class SearchConfig:
     """Amazon OpenSearch Service domain and the neural-search objects the glue creates."""
 
     #: Name of the endpoint (a key of ``endpoints``) the ml-commons connector fronts (with
-    #: provider "bedrock": the endpoint batch embedding and promotion use; the connector calls Bedrock).
+    #: provider "bedrock": the endpoint promotion uses; the connector and batch embedding call Bedrock).
     endpoint: str
     #: Who embeds for the index: "sagemaker" (the endpoint above) or "bedrock" (the stage's
     #: ``bedrock`` block: an Amazon Bedrock model, called by API).

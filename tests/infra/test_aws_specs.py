@@ -241,6 +241,9 @@ def _callers(templates: Templates) -> list[callers.Caller]:
                 requests += [r for _, _, r in callers.glue_serving_calls(props, f"{fn_stack}/{fn_id}")]
             elif handler == "bulk_loader.prepare.handler":
                 requests = callers.prepare_requests(bucket, key_arn, f"{fn_stack}/{fn_id}")
+            elif handler == "bulk_loader.embed_bedrock.handler":
+                # The model the index's connector invokes: batch embedding uses the same one.
+                requests = callers.embedder_requests(bucket, key_arn, props["BedrockModelId"], f"{fn_stack}/{fn_id}")
             elif handler.startswith("bulk_loader."):
                 requests = callers.loader_requests(domain_arn, bucket, key_arn,
                                                    fn_props["Environment"]["Variables"]["INDEX_NAME"],
@@ -269,7 +272,10 @@ def test_every_runtime_call_is_allowed_by_the_callers_role(variant):
     table = _callers(templates)
     kinds = {c.name.split(" (")[-1] for c in table}
     assert any("bulk_loader" in k for k in kinds) and any("search_glue" in k for k in kinds), kinds
-    assert any("batch transform" in k for k in kinds), kinds
+    if name == "bedrock":  # batch embedding calls the Bedrock model; no transform job runs
+        assert any("embed_bedrock" in k for k in kinds) and not any("batch transform" in k for k in kinds), kinds
+    else:
+        assert any("batch transform" in k for k in kinds), kinds
     problems = []
     for caller in table:
         statements = callers.role_statements(templates, caller.role_arn)

@@ -9,7 +9,8 @@ The table is derived from the code and the templates:
 - the ml-commons connector role: InvokeEndpoint (and the inference component it names), or on
   a Bedrock stage InvokeModel on the one foundation model;
 - the glue functions (lambda/search_glue) and the bulk loader (lambda/bulk_loader): their
-  OpenSearch REST calls, S3/KMS reads, CloudWatch Logs, VPC ENIs.
+  OpenSearch REST calls, S3/KMS reads, CloudWatch Logs, VPC ENIs; on a Bedrock stage the
+  batch-embed function (bulk_loader.embed_bedrock): S3/KMS and InvokeModel on the one model.
 
 ``role_statements`` gathers every identity-policy statement of a role across the stage's
 templates. AWS-managed policies cannot be read offline: ``MANAGED_POLICIES`` stands in for the
@@ -293,6 +294,22 @@ def prepare_requests(bucket: str, key_arn: str, why: str) -> list[Request]:
             Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/batch/input/docs.jsonl", why=why),
             Request("kms:Decrypt", key_arn, via_s3, why=f"{why}: reads SSE-KMS objects"),
             Request("s3:PutObject", f"arn:{PARTITION}:s3:::{bucket}/{JOB_FOLDER}requests/part-00000.jsonl", why=why),
+            Request("kms:GenerateDataKey", key_arn, via_s3, why=f"{why}: writes SSE-KMS objects")]
+
+
+def embedder_requests(bucket: str, key_arn: str, model_id: str, why: str) -> list[Request]:
+    """lambda/bulk_loader/embed_bedrock.py: lists and reads the request lines under
+    jobs/batch/<job>/requests/, InvokeModel on the stage's Bedrock model (a foundation model's
+    ARN names the region but no account), writes jobs/batch/<job>/output/ (SSE-KMS, stage key)."""
+    via_s3 = {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}
+    return [Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {"s3:prefix": f"{JOB_FOLDER}requests/"},
+                    why=why),
+            Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{JOB_FOLDER}requests/part-00000.jsonl", why=why),
+            Request("kms:Decrypt", key_arn, via_s3, why=f"{why}: reads SSE-KMS objects"),
+            Request("bedrock:InvokeModel", arn("bedrock", f"foundation-model/{model_id}", account=""),
+                    why=f"{why} (Bedrock model {model_id})"),
+            Request("s3:PutObject", f"arn:{PARTITION}:s3:::{bucket}/{JOB_FOLDER}output/part-00000.jsonl.out",
+                    why=why),
             Request("kms:GenerateDataKey", key_arn, via_s3, why=f"{why}: writes SSE-KMS objects")]
 
 

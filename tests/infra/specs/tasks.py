@@ -64,6 +64,9 @@ FUNCTION_RESULTS = {
     "bulk_loader.handler.handler": {"documents_in": 3, "documents_indexed": 3, "documents_failed": 0, "retried": 0,
                                     "requests": 1, "complete": True, "failures": [], "objects": 1,
                                     "index": "documents"},
+    # lambda/bulk_loader/embed_bedrock.py: "Returns {objects, embedded, records, retried, next, complete}"
+    "bulk_loader.embed_bedrock.handler": {"objects": 1, "embedded": 1, "records": 3, "retried": 0, "next": None,
+                                          "complete": True},
     # lambda/bulk_loader/prepare.py: "Returns {documents, requests, objects, inputs}"
     "bulk_loader.prepare.handler": {"documents": 3, "requests": 1,
                                     "objects": ["s3://example-bucket/jobs/batch/job/requests/part-00000.jsonl"],
