@@ -4,14 +4,19 @@ Everything is measured in one run, so the ratios share the machine's conditions:
 
 - baseline: ``SentenceTransformer.encode`` of each 32-text request (one call per request),
   in this process, torch using every core.
-- each mode (exact, fast): ``semsearch serve`` in a subprocess, sent the same 32-text
-  requests as bare JSON arrays over one keep-alive connection, response read in full.
+- each row (``--rows``: a mode, or mode:backend for a backend other than the one the server
+  picks for this CPU, e.g. ``exact:onnx`` for ONNX Runtime fp32): ``semsearch serve`` in a
+  subprocess, sent the same 32-text requests as bare JSON arrays over one keep-alive
+  connection, response read in full. Each row says which backend/precision served it (/ping).
   Baseline and server calls alternate request by request, with a short untimed pause
   between them so neither side's idle threads eat into the other's time, and background
   load on a shared machine hits both alike. ratio = baseline seconds / server seconds.
 - cosine of every server vector to the baseline's (fp32 sentence-transformers).
 - recall@3 on the dev split: share of queries whose paired description is among the 3
-  nearest of all the split's descriptions, exact (the fp32 reference) vs fast.
+  nearest of all the split's descriptions; each row's delta in points against the fp32 row
+  (``exact:onnx``) when it ran, else against ``exact``.
+- noise: every row has its own baseline figure (run interleaved with it); ``baseline_spread``
+  is max/min of those across rows, 1.0 on a quiet machine.
 - latency percentiles at concurrency 2 (``semsearch loadtest`` code, 32-text requests).
 - peak RSS (VmHWM) of each server process.
 
@@ -50,10 +55,12 @@ def read_pairs(limit: int) -> list[dict]:
 class Server:
     """`semsearch serve` in its own process, so its memory and threads are its own."""
 
-    def __init__(self, mode: str, threads: int):
+    def __init__(self, mode: str, threads: int, backend: str | None = None):
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env.pop("SEMSEARCH_BACKEND", None)  # a row without a backend measures the server's own choice
         self.proc = subprocess.Popen([sys.executable, "-m", "semsearch.cli", "serve", "--port", "0", "--name",
-                                      "bench", "--mode", mode, "--threads", str(threads)],
+                                      "bench", "--mode", mode, "--threads", str(threads),
+                                      *(["--backend", backend] if backend else [])],
                                      stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline()
         match = re.fullmatch(r"serving bench on (http://[\d.]+:(\d+))\n", line)
@@ -62,6 +69,10 @@ class Server:
             raise RuntimeError(f"semsearch serve did not start: {line!r}")
         self.url, self.port = match.group(1), int(match.group(2))
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+
+    def ping(self) -> dict:
+        self.conn.request("GET", "/ping")
+        return json.loads(self.conn.getresponse().read())
 
     def post(self, texts: list[str]) -> bytes:
         self.conn.request("POST", "/invocations", body=json.dumps(texts).encode(),
@@ -126,7 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--requests", type=int, default=12, help="32-text requests per pass (default: 12)")
     parser.add_argument("--rounds", type=int, default=2, help="passes over those requests (default: 2)")
     parser.add_argument("--pairs", type=int, default=3000, help="dev pairs for recall@3 (default: all 3000)")
-    parser.add_argument("--modes", default="exact,fast")
+    parser.add_argument("--rows", default="exact:onnx,exact,fast:onnx,fast",
+                        help="servers to measure, comma-separated: MODE (the backend picked for this CPU) or "
+                        "MODE:BACKEND (default: exact:onnx,exact,fast:onnx,fast)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="threads for both sides (default: every core); 1 is least disturbed by other load")
     args = parser.parse_args(argv)
@@ -160,19 +173,24 @@ def main(argv: list[str] | None = None) -> dict:
                   "threads": threads, "recall_pairs": args.pairs},
     }
     vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for mode in args.modes.split(","):
-        server = Server(mode, threads)
+    for row in args.rows.split(","):
+        mode, _, backend = row.partition(":")
+        server = Server(mode, threads, backend or None)
         try:
+            served = server.ping()
             base_times, server_times, reference, got = interleaved(st, server, batches, args.rounds)
             base_s, server_s = sum(base_times), sum(server_times)
             cos = (unit(reference) * unit(got)).sum(axis=1)
             load = loadtest(url_sender_factory(server.url), target=server.url, requests=8,
                             concurrency=2, batch_size=REQUEST_SIZE, texts=texts, count_tokens=count_tokens)
             if args.pairs:
-                vectors[mode] = (server.embed([p["query"] for p in pairs[: args.pairs]]),
-                                 server.embed([p["text"] for p in pairs[: args.pairs]]))
+                vectors[row] = (server.embed([p["query"] for p in pairs[: args.pairs]]),
+                                server.embed([p["text"] for p in pairs[: args.pairs]]))
             n = len(texts) * args.rounds
-            result[mode] = {
+            result[row] = {
+                "mode": mode,
+                "path": served["path"],
+                "why": served["why"],
                 "texts_per_s": n / server_s,
                 "tokens_per_s": tokens * args.rounds / server_s,
                 "baseline_texts_per_s": n / base_s,
@@ -187,26 +205,36 @@ def main(argv: list[str] | None = None) -> dict:
             }
         finally:
             server.stop()
-    for mode, (queries, docs) in vectors.items():
-        result[mode]["recall_at_3"] = recall_at_3(queries, docs)
-    if "exact" in vectors and "fast" in vectors:
-        result["fast"]["recall_at_3_delta_points"] = 100 * (result["fast"]["recall_at_3"] -
-                                                            result["exact"]["recall_at_3"])
+    for row, (queries, docs) in vectors.items():
+        result[row]["recall_at_3"] = recall_at_3(queries, docs)
+    fp32_row = "exact:onnx" if "exact:onnx" in vectors else "exact"
+    if fp32_row in vectors:
+        for row in vectors:
+            result[row]["recall_at_3_delta_points"] = 100 * (result[row]["recall_at_3"] -
+                                                             result[fp32_row]["recall_at_3"])
+    baselines = [result[row]["baseline_texts_per_s"] for row in args.rows.split(",")]
+    result["baseline_spread"] = max(baselines) / min(baselines)
     result["machine"]["load_average_at_end"] = os.getloadavg()[0]
     result["targets"] = _targets(result)
     return result
 
 
 def _targets(result: dict) -> dict:
+    """Goals on an AMX machine (issue 15); speed lives here, never in timed asserts."""
     checks = {}
-    if "exact" in result:
-        checks["exact: ratio >= 1.3"] = result["exact"]["ratio_vs_baseline"] >= 1.3
-        checks["exact: min cosine >= 0.9999"] = result["exact"]["cosine_to_fp32_min"] >= 0.9999
-    if "fast" in result:
-        checks["fast: ratio >= 2.5"] = result["fast"]["ratio_vs_baseline"] >= 2.5
-        checks["fast: mean cosine >= 0.99"] = result["fast"]["cosine_to_fp32_mean"] >= 0.99
-        if "recall_at_3_delta_points" in result["fast"]:
-            checks["fast: recall@3 within 0.5 points"] = abs(result["fast"]["recall_at_3_delta_points"]) <= 0.5
+    for row, figures in result.items():
+        if not isinstance(figures, dict) or figures.get("mode") not in ("exact", "fast"):
+            continue
+        if figures["mode"] == "exact":
+            if row == "exact":
+                checks["exact: ratio >= 3.5"] = figures["ratio_vs_baseline"] >= 3.5
+            checks[f"{row}: min cosine >= 0.9999"] = figures["cosine_to_fp32_min"] >= 0.9999
+        else:
+            if row == "fast":
+                checks["fast: ratio >= 6"] = figures["ratio_vs_baseline"] >= 6
+            checks[f"{row}: mean cosine >= 0.99"] = figures["cosine_to_fp32_mean"] >= 0.99
+            if "recall_at_3_delta_points" in figures:
+                checks[f"{row}: recall@3 within 0.5 points"] = abs(figures["recall_at_3_delta_points"]) <= 0.5
     return checks
 
 

@@ -8,12 +8,18 @@ Public API (also used by ``semsearch embed`` and ``semsearch package``)::
 
 and, for JSON Lines, ``inference_code.contracts.embed_jsonlines(embedder, lines)``.
 
-Modes and backends:
+Modes and backends (``embedder.path`` names the one that runs, e.g. ``openvino bf16``):
 
-- ``exact`` (default): fp32. On CPU through ONNX Runtime, on a GPU through PyTorch. Cosine
-  to sentence-transformers' own ``encode`` is >= 0.9999 (tests check it).
-- ``fast`` (opt-in): on CPU ONNX Runtime with dynamic int8 weights, on a GPU PyTorch fp16.
-  Mean cosine >= 0.99 and retrieval quality within half a point (bench/inference.py).
+- ``exact`` (default): cosine to sentence-transformers' fp32 ``encode`` >= 0.9999 on every
+  text (tests check it). On a CPU with bf16 instructions (``amx_bf16`` or ``avx512_bf16`` in
+  /proc/cpuinfo) and OpenVINO installed: OpenVINO in bf16, about twice as fast as fp32 on
+  AMX. The promise is checked at load time on ``PROBE_TEXTS`` against ONNX Runtime fp32; if
+  it fails (or bf16 is not there) ONNX Runtime fp32 serves. On a GPU: PyTorch fp32.
+- ``fast`` (opt-in): retrieval quality within half a point of fp32 (bench/inference.py).
+  On an AMX CPU OpenVINO bf16, which measured faster there than every int8 path tried
+  (ONNX Runtime's int8, OpenVINO with int8 weights, PyTorch dynamic int8) and is closer to
+  fp32; elsewhere ONNX Runtime with dynamic int8 weights (VNNI where the CPU has it). On a
+  GPU: PyTorch fp16.
 
 How a request is run (why it is fast on CPU):
 
@@ -33,6 +39,7 @@ calls would only fight over the same cores.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -45,9 +52,37 @@ if __package__:  # imported as inference_code.embedder (tests, the semsearch CLI
 else:  # imported from SageMaker's code/ folder, where every module is top-level
     from model_info import ModelInfo, read_model_info  # type: ignore[no-redef]
 
+logger = logging.getLogger(__name__)
+
 MODES = ("exact", "fast")
 KINDS = ("query", "passage")
-BACKENDS = ("onnx", "torch")
+BACKENDS = ("onnx", "openvino", "torch")
+#: Names the backend when the caller does not (SageMaker model environment, tests). ``onnx``
+#: keeps fp32, whose vectors do not depend on which texts share a call; bf16's do, within the
+#: exact promise, as its kernels round by the call's shape.
+BACKEND_ENV = "SEMSEARCH_BACKEND"
+#: The exact mode's promise: cosine to fp32 on every text.
+EXACT_MIN_COSINE = 0.9999
+#: CPU flags (/proc/cpuinfo) under which bf16 pays: AMX tiles, or AVX-512 bf16 dot products.
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+#: Where bf16 beat int8 in our measurements (fast mode): AMX only.
+FAST_BF16_FLAGS = frozenset({"amx_bf16"})
+#: Texts the exact mode's bf16 path is checked on at load time: short and long, prose, code,
+#: numbers, non-English, and one over the model's max tokens (so the longest shape is covered).
+PROBE_TEXTS = (
+    "ssh client",
+    "a",
+    "portable network graphics (PNG) reference library, runtime files",
+    "This package provides the GNU C compiler, a fairly portable optimizing compiler for C. "
+    "It supports several C standards and many extensions.",
+    "def main(argv: list[str]) -> int: return subprocess.call(['make', '-j4', *argv])",
+    "Version 2.4.6 fixes CVE-2024-12345; 99.9% of users need no action, 0.1% must restart.",
+    "Bibliothèque de traitement d'images pour les formats JPEG et PNG, avec des outils en ligne de commande.",
+    "Программа для резервного копирования файлов по сети",
+    "日本語の形態素解析エンジン",
+    "utilities " * 40,
+    "packaging " * 400,
+)
 #: A model call costs about as much as this many extra padded tokens. The optimum is broad:
 #: on a 2-core CPU with ONNX Runtime, 8 to 96 measured alike, while not cutting at all
 #: (one run per request, as sentence-transformers does) was 3x slower on the Debian texts.
@@ -90,12 +125,31 @@ def _default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags (the first ``flags`` line); empty where there is no /proc/cpuinfo."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def _openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
 class OnnxBackend:
     """ONNX Runtime on CPU: fp32 (exact) or int8 weights (fast)."""
 
     name = "onnx"
 
     def __init__(self, path: Path, threads: int):
+        self.precision = "int8" if "int8" in path.name else "fp32"
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -110,6 +164,28 @@ class OnnxBackend:
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+
+class OpenVinoBackend:
+    """OpenVINO on CPU, from the fp32 ONNX file; ``precision`` bf16 runs on AMX / AVX-512 bf16."""
+
+    name = "openvino"
+
+    def __init__(self, path: Path, threads: int, precision: str = "bf16"):
+        import openvino as ov
+
+        hint = {"bf16": "bf16", "fp32": "f32"}[precision]
+        self.path = path
+        self.precision = precision
+        # LATENCY: one stream using every thread for one call at a time, as the embedder's lock
+        # serializes calls anyway. The ONNX file is read by OpenVINO itself (no torch).
+        self.compiled = ov.Core().compile_model(str(path), "CPU", {
+            "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        # copy(): the request reuses its output buffer on the next call.
+        return self.request.infer({"input_ids": input_ids, "attention_mask": attention_mask})[0].copy()
 
 
 class TorchBackend:
@@ -128,6 +204,7 @@ class TorchBackend:
         dtype = torch.float32
         if mode == "fast":
             dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
         self.model = AutoModel.from_pretrained(str(info.transformer_dir), dtype=dtype).to(self.device).eval()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -141,12 +218,19 @@ class TorchBackend:
 class Embedder:
     """Embeds texts with one model; see the module docstring for how."""
 
-    def __init__(self, info: ModelInfo, tokenizer, backend, mode: str):
+    def __init__(self, info: ModelInfo, tokenizer, backend, mode: str, why: str = ""):
         self.info = info
         self.tokenizer = tokenizer
         self.backend = backend
         self.mode = mode
+        #: Why this backend and precision serve (CPU flags, the load-time probe's cosine).
+        self.why = why
         self._lock = threading.Lock()
+
+    @property
+    def path(self) -> str:
+        """The backend and precision that run, e.g. ``openvino bf16`` or ``onnx fp32``."""
+        return f"{self.backend.name} {self.backend.precision}"
 
     @property
     def dimension(self) -> int:
@@ -237,27 +321,64 @@ def _cuda_available() -> bool:
 
 
 def load_embedder(model_dir: str | os.PathLike[str], mode: str = "exact", *, backend: str | None = None,
-                  threads: int | None = None) -> Embedder:
+                  threads: int | None = None, cpu_flags: frozenset[str] | None = None) -> Embedder:
     """Load the model in ``model_dir`` (a sentence-transformers folder, as model.tar.gz unpacks).
 
-    ``backend`` None picks PyTorch on a GPU, ONNX Runtime otherwise. ``threads`` defaults to
-    every core this process may use.
+    ``backend`` None takes $SEMSEARCH_BACKEND if set, else picks PyTorch on a GPU; on CPU
+    OpenVINO bf16 where ``cpu_flags`` (default: this CPU's) say bf16 pays and the exact mode's
+    probe passes, else ONNX Runtime (see the module docstring). ``threads`` defaults to every
+    core this process may use.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if backend not in (None, *BACKENDS):
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    asked = "asked for"
+    if backend is None and os.environ.get(BACKEND_ENV):
+        backend = os.environ[BACKEND_ENV]
+        if backend not in BACKENDS:
+            raise ValueError(f"${BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        asked = f"${BACKEND_ENV}={backend}"
     info = read_model_info(Path(model_dir))
     threads = threads or _default_threads()
-    if backend is None:
-        backend = "torch" if _cuda_available() else "onnx"
-    runner: OnnxBackend | TorchBackend
-    if backend == "torch":
+    tokenizer = load_tokenizer(info)
+    if backend == "torch" or (backend is None and _cuda_available()):
         runner = TorchBackend(info, mode, "cuda" if _cuda_available() else "cpu", threads)
+        return Embedder(info, tokenizer, runner, mode, why=asked if backend else "a CUDA GPU")
+    if __package__:
+        from .onnx_export import onnx_path
     else:
-        if __package__:
-            from .onnx_export import onnx_path
-        else:
-            from onnx_export import onnx_path  # type: ignore[no-redef]
-        runner = OnnxBackend(onnx_path(info, mode), threads)
-    return Embedder(info, load_tokenizer(info), runner, mode)
+        from onnx_export import onnx_path  # type: ignore[no-redef]
+    if backend == "onnx":
+        return Embedder(info, tokenizer, OnnxBackend(onnx_path(info, mode), threads), mode, why=asked)
+    if backend == "openvino":
+        return Embedder(info, tokenizer, OpenVinoBackend(onnx_path(info, "exact"), threads), mode, why=asked)
+
+    flags = read_cpu_flags() if cpu_flags is None else cpu_flags
+    wanted = BF16_FLAGS if mode == "exact" else FAST_BF16_FLAGS
+    found = sorted(flags & wanted)
+    if not found:
+        why = f"no {' or '.join(sorted(wanted))} in the CPU flags"
+    elif not _openvino_installed():
+        why = f"CPU has {', '.join(found)} but openvino is not installed"
+    else:
+        candidate = Embedder(info, tokenizer, OpenVinoBackend(onnx_path(info, "exact"), threads), mode)
+        worst = probe_min_cosine(candidate, Embedder(info, tokenizer, OnnxBackend(onnx_path(info, "exact"), threads),
+                                                     mode))
+        if worst >= EXACT_MIN_COSINE:
+            candidate.why = f"CPU has {', '.join(found)}; probe min cosine to fp32 {worst:.6f}"
+            return candidate
+        why = f"openvino bf16 probe min cosine to fp32 {worst:.6f} < {EXACT_MIN_COSINE}"
+        logger.warning("%s: falling back to ONNX Runtime", why)
+    return Embedder(info, tokenizer, OnnxBackend(onnx_path(info, mode), threads), mode, why=why)
+
+
+def probe_min_cosine(candidate: Embedder, reference: Embedder) -> float:
+    """Smallest cosine between the two embedders' vectors of ``PROBE_TEXTS``, queries and passages."""
+    worst = 1.0
+    for kind in KINDS:
+        got, expected = candidate.embed(PROBE_TEXTS, kind), reference.embed(PROBE_TEXTS, kind)
+        cos = (got * expected).sum(1) / np.maximum(
+            np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1), 1e-12)
+        worst = min(worst, float(cos.min()))
+    return worst

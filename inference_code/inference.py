@@ -8,6 +8,9 @@ toolkit and the Hugging Face one call these four functions with these signatures
 Environment (set on the SageMaker model):
 
 - ``SEMSEARCH_MODE``: ``exact`` (default) or ``fast``; see embedder.py.
+- ``SEMSEARCH_BACKEND``: unset (default) picks per machine (see embedder.py: OpenVINO bf16
+  on CPUs with AMX / AVX-512 bf16, else ONNX Runtime; PyTorch on a GPU); ``onnx`` forces
+  ONNX Runtime (fp32 for exact), e.g. where vectors must not depend on request batching.
 - ``SEMSEARCH_MAX_BATCH``: texts per request, default ``contracts.DEFAULT_MAX_BATCH``.
 - ``SEMSEARCH_THREADS``: threads per model worker (default: every core). With several
   model-server workers on a CPU instance, set it to cores / workers.
@@ -60,9 +63,9 @@ def model_fn(model_dir: str) -> EmbeddingService:
     max_batch = int(os.environ.get("SEMSEARCH_MAX_BATCH") or DEFAULT_MAX_BATCH)
     embedder = load_embedder(model_dir, mode=mode, threads=threads)
     service = EmbeddingService(embedder, load_corpus(model_dir), max_batch=max_batch)
-    logger.info("loaded %s (%d dims, max %d tokens, %s pooling) mode=%s backend=%s max_batch=%d corpus=%s",
+    logger.info("loaded %s (%d dims, max %d tokens, %s pooling) mode=%s path=%r (%s) max_batch=%d corpus=%s",
                 embedder.info.model_id, embedder.dimension, embedder.max_tokens, embedder.info.pooling, mode,
-                embedder.backend.name, max_batch, "none" if service.corpus is None else len(service.corpus.ids))
+                embedder.path, embedder.why, max_batch, "none" if service.corpus is None else len(service.corpus.ids))
     return service
 
 

@@ -2,7 +2,8 @@
 
 Routes (what a SageMaker container and the SageMaker runtime API expose):
 
-- ``GET /ping``: 200 once the model is loaded.
+- ``GET /ping``: 200 once the model is loaded, with the mode and the backend/precision that
+  serves it and why (``{"status": "Healthy", "mode": "exact", "path": "openvino bf16", ...}``).
 - ``POST /invocations`` (container path) and ``POST /endpoints/<name>/invocations``
   (runtime path, the URL the OpenSearch connector calls): the request shapes of
   ``inference_code.contracts``. Errors are ``{"error": "<one line>"}`` with a 4xx status.
@@ -37,7 +38,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from inference_code.contracts import DEFAULT_MAX_BATCH, EmbeddingService, RequestError
-from inference_code.embedder import MODES, load_embedder
+from inference_code.embedder import BACKENDS, MODES, load_embedder
 from inference_code.packaged_corpus import load_corpus
 from semsearch.errors import UsageError
 from semsearch.sigv4 import SigV4Error, verify
@@ -131,7 +132,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if urlsplit(self.path).path == "/ping":
-            self._send(200, b'{"status": "Healthy"}')
+            embedder = self.server.service.embedder
+            self._send(200, json.dumps({"status": "Healthy", "mode": embedder.mode, "path": embedder.path,
+                                        "why": embedder.why}).encode())
         else:
             self._error(404, f"no route GET {urlsplit(self.path).path}; try GET /ping")
 
@@ -243,15 +246,18 @@ class ServerHandle:
 def start_server(model_dir: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 0, name: str = "local",
                  region: str = "us-east-1", access_key: str | None = None, secret_key: str | None = None,
                  mode: str = "exact", max_batch: int = DEFAULT_MAX_BATCH,
-                 max_payload_mb: float = DEFAULT_MAX_PAYLOAD_MB, threads: int | None = None) -> ServerHandle:
+                 max_payload_mb: float = DEFAULT_MAX_PAYLOAD_MB, threads: int | None = None,
+                 backend: str | None = None) -> ServerHandle:
     """Load the model and serve it on a background thread; returns once it is listening."""
     if (access_key is None) != (secret_key is None):
         raise UsageError("give both the access key and the secret key, or neither")
     if mode not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if backend not in (None, *BACKENDS):
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if max_batch < 1 or max_payload_mb <= 0 or (threads is not None and threads < 1):
         raise UsageError("--max-batch, --max-payload-mb and --threads must be positive")
-    embedder = load_embedder(Path(model_dir), mode=mode, threads=threads)
+    embedder = load_embedder(Path(model_dir), mode=mode, threads=threads, backend=backend)
     service = EmbeddingService(embedder, load_corpus(Path(model_dir)), max_batch=max_batch)
     config = ServerConfig(name=name, region=region, access_key=access_key, secret_key=secret_key,
                           max_payload_bytes=int(max_payload_mb * 1024 * 1024))
@@ -277,7 +283,10 @@ def register(subparsers) -> None:
     p.add_argument("--secret-key", default=os.environ.get("SEMSEARCH_SECRET_KEY"),
                    help="(default: $SEMSEARCH_SECRET_KEY)")
     p.add_argument("--mode", choices=MODES, default="exact",
-                   help="exact: fp32, same vectors as sentence-transformers; fast: int8 on CPU (default: exact)")
+                   help="exact: cosine >= 0.9999 to sentence-transformers (bf16 where the CPU has it, else fp32); "
+                   "fast: recall within half a point (bf16 on AMX, else int8) (default: exact)")
+    p.add_argument("--backend", choices=BACKENDS, help="run this backend rather than the one picked for the CPU "
+                   "(onnx: fp32/int8 by mode; openvino: bf16; torch: fp32/bf16 by mode), e.g. to compare them")
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                    help=f"texts per request (default: {DEFAULT_MAX_BATCH})")
     p.add_argument("--max-payload-mb", type=float, default=DEFAULT_MAX_PAYLOAD_MB,
@@ -293,11 +302,14 @@ def run(args) -> int:
     model_dir = resolve_model_dir(args.model_dir)
     handle = start_server(model_dir, host=args.host, port=args.port, name=args.name, region=args.region,
                           access_key=args.access_key, secret_key=args.secret_key, mode=args.mode,
-                          max_batch=args.max_batch, max_payload_mb=args.max_payload_mb, threads=args.threads)
+                          max_batch=args.max_batch, max_payload_mb=args.max_payload_mb, threads=args.threads,
+                          backend=args.backend)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())
+    embedder = handle.server.service.embedder
     print(f"serving {args.name} on {handle.url}", flush=True)
+    print(f"{args.name}: mode {embedder.mode} on {embedder.path} ({embedder.why})", file=sys.stderr, flush=True)
     done.wait()
     print(f"stopping {args.name}: finishing requests in flight", file=sys.stderr, flush=True)
     handle.stop()

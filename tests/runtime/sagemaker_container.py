@@ -136,8 +136,12 @@ _WORKER = textwrap.dedent('''
     texts = ["ssh client", "portable network graphics library"]
     torch_vectors = embedder.load_embedder(environment.model_dir, backend="torch").embed(texts).tolist()
     onnx_vectors = embedder.load_embedder(environment.model_dir, backend="onnx").embed(texts).tolist()
+    # The CPU's bf16 path (OpenVINO from the wheels), and what the handler picks on this CPU.
+    openvino_vectors = embedder.load_embedder(environment.model_dir, backend="openvino").embed(texts).tolist()
+    path = embedder.load_embedder(environment.model_dir).path
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("semsearch", "stacks", "inference_code"))
-    print(json.dumps({"results": results, "torch": torch_vectors, "onnx": onnx_vectors, "leaked": leaked}))
+    print(json.dumps({"results": results, "torch": torch_vectors, "onnx": onnx_vectors,
+                      "openvino": openvino_vectors, "path": path, "leaked": leaked}))
 ''')
 
 
@@ -148,7 +152,7 @@ def _netns_prefix() -> list[str]:
 
 def start_offline(model_tar_gz: Path, work: Path, cases: list, *, timeout: float = 900) -> dict:
     """Unpack, install code/requirements.txt and serve ``cases`` [(body, content type, accept)],
-    all with no network. Returns {"results", "torch", "onnx", "leaked"}, or {"install_error",
+    all with no network. Returns {"results", "torch", "onnx", "openvino", "path", "leaked"}, or {"install_error",
     "stdout"} when the toolkit's requirements install failed."""
     opt_ml = work / "opt-ml"
     unpack(model_tar_gz, opt_ml)

@@ -31,7 +31,7 @@ import sagemaker_container  # tests/runtime/sagemaker_container.py
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-from inference_code.embedder import load_embedder
+from inference_code.embedder import BF16_FLAGS, load_embedder, read_cpu_flags
 from semsearch import container_wheels
 from training_code.archives import extract_tar
 
@@ -85,6 +85,10 @@ def check_contracts(served: dict, model_dir: Path, with_corpus: bool) -> None:
     assert s8 == 415 and "unsupported content type" in csv
     # The GPU path's backend (PyTorch + transformers from the wheels) agrees with ONNX Runtime.
     assert cosine(served["torch"], served["onnx"]).min() >= 0.9999
+    # OpenVINO from the wheels runs there too (bf16 on a CPU with it), within the exact promise,
+    # and the handler picks the same path there as here.
+    assert cosine(served["openvino"], served["onnx"]).min() >= 0.9999
+    assert served["path"] == ("openvino bf16" if read_cpu_flags() & BF16_FLAGS else "onnx fp32")
 
 
 @pytest.fixture(scope="module")

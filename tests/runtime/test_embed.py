@@ -31,7 +31,11 @@ def test_order_kept_nothing_dropped_same_vectors_as_the_endpoint(tmp_path, dev_p
     vectors = np.array([line["embedding"] for line in lines], dtype=np.float32)
     assert vectors.shape == (70, embedder.dimension)
     expected = embedder.embed([r["text_inputs"] for r in rows], kind="passage")
-    assert np.allclose(vectors, expected, atol=1e-5)
+    if embedder.backend.precision == "fp32":
+        assert np.allclose(vectors, expected, atol=1e-5)
+    else:  # bf16 kernels round by the call's shape, and other texts share these calls: the exact promise
+        cos = (vectors * expected).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(expected, axis=1)
+        assert cos.min() >= 0.9999
     assert np.array_equal(vectors[5], vectors[6])
     assert "embedded 70 texts (71 lines read)" in capsys.readouterr().err
 

@@ -32,7 +32,9 @@ def exact(model_dir):
 
 @pytest.fixture(scope="module")
 def fast(model_dir):
-    return load_embedder(model_dir, mode="fast")
+    # ONNX Runtime int8: what fast mode runs on a CPU without AMX (on one with AMX it runs
+    # OpenVINO bf16, tested with the exact mode's paths in test_inference_precision.py).
+    return load_embedder(model_dir, mode="fast", cpu_flags=frozenset())
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +95,13 @@ def test_overlong_texts_are_truncated_at_max_tokens_not_rejected(exact, st_model
 def test_request_order_is_kept_whatever_the_lengths(exact, texts):
     shuffled = texts[::-1]
     np.testing.assert_allclose(exact.embed(shuffled), exact.embed(texts)[::-1], atol=1e-6)
-    # One at a time (no padding at all) gives the same vectors as a bucketed batch.
+    # One at a time (no padding at all) gives the same vectors as a bucketed batch: to fp32's
+    # rounding in fp32; in bf16 the kernels' blocking depends on the shape, within the promise.
     one_by_one = np.concatenate([exact.embed([t]) for t in texts[:8]])
-    np.testing.assert_allclose(one_by_one, exact.embed(texts[:8]), atol=1e-5)
+    if exact.backend.precision == "fp32":
+        np.testing.assert_allclose(one_by_one, exact.embed(texts[:8]), atol=1e-5)
+    else:
+        assert cosines(one_by_one, exact.embed(texts[:8])).min() >= 0.9999
 
 
 def test_empty_input_gives_an_empty_array(exact):
@@ -122,7 +128,10 @@ def test_concurrent_callers_get_their_own_results(exact, texts):
     for t in threads:
         t.join()
     for i in range(4):
-        np.testing.assert_allclose(results[i], expected[i::4], atol=1e-5)
+        if exact.backend.precision == "fp32":
+            np.testing.assert_allclose(results[i], expected[i::4], atol=1e-5)
+        else:  # bf16 kernels round by the call's shape (which texts share it): within the promise
+            assert cosines(results[i], expected[i::4]).min() >= 0.9999
 
 
 def test_prompts_of_a_model_saved_by_current_sentence_transformers(st_model, tmp_path, dev_pairs):

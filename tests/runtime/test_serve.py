@@ -62,7 +62,11 @@ def assert_still_serving(handle):
 
 def test_ping(server):
     status, headers, data = request(server, "GET", "/ping")
-    assert status == 200 and json.loads(data) == {"status": "Healthy"}
+    embedder = server.server.service.embedder
+    # Says which backend and precision serve, and why: the embedder's own choice.
+    assert status == 200 and json.loads(data) == {"status": "Healthy", "mode": "exact", "path": embedder.path,
+                                                  "why": embedder.why}
+    assert embedder.path in ("onnx fp32", "openvino bf16") and embedder.why
 
 
 def test_both_invocation_paths_return_the_models_embeddings(server, reference):
