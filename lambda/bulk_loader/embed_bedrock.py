@@ -190,7 +190,8 @@ def embed(event: dict[str, Any], *, client: Any = None, s3_client: Any = None,
 
     written: list[str] = []
     next_at: int | None = None
-    with ThreadPoolExecutor(max_workers=max(1, int(os.environ.get("CONCURRENCY", 4)))) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, int(os.environ.get("CONCURRENCY", 4))))
+    try:
         for index in range(start_at, len(objects)):
             uri = objects[index]
             lines = [(f"{uri} line {n}", line) for n, line in read_lines(uri, s3_client=s3_client)]
@@ -202,6 +203,9 @@ def embed(event: dict[str, Any], *, client: Any = None, s3_client: Any = None,
                 break
             written.append(_write(output, uri.rsplit("/", 1)[1] + suffix, "".join(joined).encode(), s3_client))
             log.info("embedded %s: %d line(s)", uri, len(lines))
+    finally:
+        # After a failure the object's calls not yet started are dropped, not made.
+        pool.shutdown(wait=True, cancel_futures=True)
     if next_at == start_at and remaining_ms is not None:
         # Another invocation would stop at the same object: fail instead of looping.
         raise EmbedError(f"{objects[start_at]}: not embedded within one invocation ({embedder.counters.retried} "
