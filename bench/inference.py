@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
             base_s, server_s = sum(base_times), sum(server_times)
             cos = (unit(reference) * unit(got)).sum(axis=1)
             load = loadtest(url_sender_factory(server.url), target=server.url, requests=8,
-                            concurrency=2, batch_size=REQUEST_SIZE, texts=texts, count_tokens=count_tokens)
+                            concurrency=2, batch_size=REQUEST_SIZE, texts=texts, count_tokens=count_tokens,
+                            flavor="custom")
             if args.pairs:
                 vectors[row] = (server.embed([p["query"] for p in pairs[: args.pairs]]),
                                 server.embed([p["text"] for p in pairs[: args.pairs]]))
