@@ -53,11 +53,13 @@ $(VENV)/.dev-deps: requirements-dev.txt requirements-infra.txt pyproject.toml $(
 	$(PIP) install -q --no-deps -e .
 	@touch $@
 
-# The wheels the custom flavor's handler installs offline in the SageMaker container
-# (inference_code/wheels.lock); the training job's source bundle carries them, so synth needs them.
+# The wheels our code installs offline in the SageMaker containers: the custom flavor's handler
+# (inference_code/wheels.lock -> build/inference-wheels/) and train.py (training_code/wheels.lock
+# -> build/training-wheels/). The training job's source bundle carries both sets and synth builds
+# it, so synth needs them. One run downloads both (semsearch/container_wheels.py).
 WHEELS := build/inference-wheels/.downloaded
 
-$(WHEELS): inference_code/wheels.lock $(VENV)/.synth-deps
+$(WHEELS): inference_code/wheels.lock training_code/wheels.lock $(VENV)/.synth-deps
 	$(PY) -m semsearch.container_wheels $(@D)
 	@touch $@
 

@@ -1,4 +1,12 @@
-"""The wheels the custom flavor's handler installs in the SageMaker PyTorch container, offline.
+"""The wheels our code installs in SageMaker's PyTorch containers, offline.
+
+Two sets, each a closed lock of wheels for the containers' CPython 3.12 on manylinux x86_64:
+
+- the custom flavor's handler in the PyTorch inference container (inference_code/wheels.lock,
+  build/inference-wheels/), described below;
+- train.py in the PyTorch training container (training_code/wheels.lock, build/training-wheels/):
+  with ``jobs.network_isolation`` the job cannot reach PyPI, so the source bundle carries them
+  and training_code/requirements.txt installs from them only.
 
 The container pip-installs ``code/requirements.txt`` when it starts, but our models run
 with network isolation: the wheels pinned in ``inference_code/wheels.lock`` travel inside
@@ -6,7 +14,8 @@ model.tar.gz as ``code/wheels/`` (``semsearch package``, and the training job's 
 through the source bundle). They are downloaded from PyPI once, into ``build/inference-wheels/``,
 for the container's CPython 3.12 on manylinux x86_64; once there, nothing needs a network.
 
-    python -m semsearch.container_wheels [DIR]     what `make wheels` runs
+    python -m semsearch.container_wheels [DIR]     what `make wheels` runs (DIR: the
+                                                   inference set's folder; both sets)
 
 Kept free of heavy imports: the CDK app imports it at synth.
 """
@@ -24,6 +33,8 @@ WHEEL_DIR = REPO_ROOT / "build" / "inference-wheels"
 #: The name the model's code/ folder gives the wheels; inference_code/requirements.txt says
 #: ``--find-links wheels``.
 CODE_SUBDIR = "wheels"
+TRAINING_LOCK = REPO_ROOT / "training_code" / "wheels.lock"
+TRAINING_WHEEL_DIR = REPO_ROOT / "build" / "training-wheels"
 MAKE_TARGET = "make wheels"
 #: The container: CPython 3.12 on Ubuntu 22.04 (glibc 2.35), x86_64.
 PIP_PLATFORM_ARGS = ("--only-binary=:all:", "--platform", "manylinux_2_28_x86_64", "--platform",
@@ -93,9 +104,10 @@ def download(folder: Path = WHEEL_DIR, lock: Path = LOCK) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     folder = Path(args[0]) if args else WHEEL_DIR
-    wheels = download(folder)
-    size = sum(p.stat().st_size for p in wheels)
-    print(f"{len(wheels)} wheels, {size / 1e6:.1f} MB in {folder}")
+    for where, lock in ((folder, LOCK), (TRAINING_WHEEL_DIR, TRAINING_LOCK)):
+        wheels = download(where, lock)
+        size = sum(p.stat().st_size for p in wheels)
+        print(f"{len(wheels)} wheels, {size / 1e6:.1f} MB in {where}")
     return 0
 
 

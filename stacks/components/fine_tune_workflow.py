@@ -6,14 +6,17 @@ FinalMetricDataList, scraped from the very lines that write metrics.json); a pro
 records the tuned model in SSM and updates the stacks that read it (FineTuneWorkflow), with
 a Wait/DescribeStacks loop per stack.
 
-Start input (all optional): {"train_s3_uri": "s3://…/", "eval_s3_uri": "s3://…/"}; the
-defaults are the artifact bucket's training/train/ and (no eval channel) a slice carved
-from train.
+Start input (all optional): {"train_s3_uri": "s3://…/", "eval_s3_uri": "s3://…/",
+"base_model_s3_uri": "s3://…/"}; the defaults are the artifact bucket's training/train/,
+(no eval channel) a slice carved from train, and (with ``jobs.network_isolation`` only: the
+job cannot reach the Hugging Face Hub then) training/base-model/, which holds the base model's
+folder or one model.tar.gz.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
@@ -42,6 +45,8 @@ from stacks.storage_stack import artifacts_nag_arn
 from training_code import contract
 
 TRAINING_PREFIX = "training/"
+#: The input channel that carries the source bundle into a job with network isolation.
+SOURCE_CHANNEL = "source"
 JOBS_PREFIX = "jobs/"
 GAIN_METRIC = f"eval:gain:{contract.PRIMARY_METRIC}"
 
@@ -147,6 +152,11 @@ class FineTuneWorkflow(Construct):
         source = TrainingSourceBundle(self, "Source")
         execution_role.add_to_principal_policy(iam.PolicyStatement(
             actions=["s3:GetObject"], resources=[source.asset.bucket.arn_for_objects(source.asset.s3_object_key)]))
+        if jobs.network_isolation:
+            # SageMaker lists an S3Prefix channel before it downloads it: the bundle's own key only.
+            execution_role.add_to_principal_policy(iam.PolicyStatement(
+                actions=["s3:ListBucket"], resources=[source.asset.bucket.bucket_arn],
+                conditions={"StringEquals": {"s3:prefix": source.asset.s3_object_key}}))
         train = self._train(jobs, endpoint_config, source, execution_role, artifacts, kms_key)
         fail_on_error(self, train, "TrainingFailed", "the training job")
 
@@ -249,10 +259,17 @@ class FineTuneWorkflow(Construct):
         training_image = images.image_uri(self, "pytorch-training", images.PYTORCH_TRAINING_VERSION,
                                           accelerated=training_instance.accelerated)
         bucket_uri = f"s3://{artifacts.bucket_name}"
+        isolated = jobs.network_isolation
         hyperparameters = {
             "sagemaker_program": "train.py",
-            "sagemaker_submit_directory": source.s3_uri,
-            "base-model": model.hf_id,
+            # With network isolation the toolkit cannot download the bundle from S3: it arrives as
+            # the "source" channel and the toolkit unpacks it from there (its local-path case).
+            # Not "code": train.py reads that channel as the inference handler.
+            "sagemaker_submit_directory": (f"/opt/ml/input/data/{SOURCE_CHANNEL}/"
+                                           f"{PurePosixPath(source.asset.s3_object_key).name}" if isolated
+                                           else source.s3_uri),
+            # Isolated, the job reads the base model from the "model" channel (SM_CHANNEL_MODEL).
+            **({} if isolated else {"base-model": model.hf_id}),
             "epochs": str(jobs.epochs),
             "batch-size": str(jobs.batch_size),
             "learning-rate": repr(jobs.learning_rate),
@@ -267,6 +284,11 @@ class FineTuneWorkflow(Construct):
                     f"'S3DataDistributionType': 'FullyReplicated', 'S3Uri': {uri}}}}}}}")
 
         default_train = f"'{bucket_uri}/{TRAINING_PREFIX}train/'"
+        default_base_model = f"'{bucket_uri}/{TRAINING_PREFIX}base-model/'"
+        isolated_channels = (
+            s3_channel(SOURCE_CHANNEL, f"'{source.s3_uri}'") + ", "
+            + s3_channel("model", f"$exists($states.input.base_model_s3_uri) ? $states.input.base_model_s3_uri"
+                                  f" : {default_base_model}") + ", ") if isolated else ""
         resource_config: dict[str, object] = {"InstanceType": jobs.training_instance_type, "InstanceCount": 1,
                                               "VolumeSizeInGB": 50}
         if not training_instance.local_nvme:
@@ -280,8 +302,9 @@ class FineTuneWorkflow(Construct):
             "HyperParameters": hyperparameters,
             # The eval channel is optional: without it the job carves a held-out slice from train.
             "InputDataConfig": jsonata(
-                "$append([" + s3_channel("train", "$exists($states.input.train_s3_uri) ? $states.input.train_s3_uri"
-                                                  f" : {default_train}") + "], "
+                "$append([" + isolated_channels
+                + s3_channel("train", "$exists($states.input.train_s3_uri) ? $states.input.train_s3_uri"
+                                      f" : {default_train}") + "], "
                 "$exists($states.input.eval_s3_uri) ? [" + s3_channel("eval", "$states.input.eval_s3_uri") + "] : [])"),
             "OutputDataConfig": {"S3OutputPath": f"{bucket_uri}/{JOBS_PREFIX}training/", "KmsKeyId": kms_key.key_arn},
             "ResourceConfig": resource_config,
@@ -289,6 +312,7 @@ class FineTuneWorkflow(Construct):
                                   **({"MaxWaitTimeInSeconds": jobs.training_max_runtime_hours * 3600 * 2}
                                      if jobs.training_use_spot else {})},
             "EnableManagedSpotTraining": jobs.training_use_spot,
+            "EnableNetworkIsolation": isolated,
             # Checkpoints survive spot interruptions: the job resumes from the last one.
             "CheckpointConfig": {"S3Uri": f"{bucket_uri}/{JOBS_PREFIX}checkpoints/{name_prefix}/",
                                  "LocalPath": "/opt/ml/checkpoints"},

@@ -54,12 +54,19 @@ def build_tarball(folders: dict[str, Path], files: dict[str, Path], out_dir: Pat
     return out
 
 
-def build_training_bundle(out_dir: Path, wheels_dir: Path = container_wheels.WHEEL_DIR) -> Path:
+def build_training_bundle(out_dir: Path, wheels_dir: Path = container_wheels.WHEEL_DIR,
+                          training_wheels_dir: Path = container_wheels.TRAINING_WHEEL_DIR) -> Path:
     """The training job's source tarball; see TrainingSourceBundle."""
     training = REPO_ROOT / "training_code"
     files = {p.name: p for p in sorted(training.iterdir()) if p.is_file() and p.suffix != ".pyc"}
-    for wheel in container_wheels.wheel_files(wheels_dir):
+    inference_wheels = container_wheels.wheel_files(wheels_dir)
+    for wheel in inference_wheels:
         files[f"inference_code/{container_wheels.CODE_SUBDIR}/{wheel.name}"] = wheel
+    # A wheel both sets lock travels once: training_code/requirements.txt looks in both folders.
+    shared = {wheel.name for wheel in inference_wheels}
+    for wheel in container_wheels.wheel_files(training_wheels_dir, container_wheels.TRAINING_LOCK):
+        if wheel.name not in shared:
+            files[f"{container_wheels.CODE_SUBDIR}/{wheel.name}"] = wheel
     return build_tarball(folders={"inference_code": REPO_ROOT / "inference_code"}, files=files, out_dir=out_dir)
 
 
@@ -68,7 +75,10 @@ class TrainingSourceBundle(Construct):
     handler as ./inference_code, which the job copies into the model as code/. The handler's
     wheels go along as ./inference_code/wheels/: the model it writes is served with network
     isolation, so code/requirements.txt installs from them (semsearch/container_wheels.py).
-    They must be in build/inference-wheels/ already (`make wheels`): synth never downloads."""
+    train.py's own wheels go along as ./wheels/ (less those already in inference_code/wheels/):
+    the training container pip-installs requirements.txt from the two folders only, so the job
+    starts with network isolation too. Both sets must be in build/ already (`make wheels`):
+    synth never downloads."""
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)

@@ -48,7 +48,10 @@ def test_fine_tune_trains_with_sync_and_scrapes_the_gate_metric(jobs):
     metric_names = {m["Name"] for m in args["AlgorithmSpecification"]["MetricDefinitions"]}
     assert {"eval:base:ndcg@10", "eval:tuned:ndcg@10", "eval:gain:ndcg@10", "train:loss"} <= metric_names
     assert args["HyperParameters"]["sagemaker_program"] == "train.py"
-    assert args["HyperParameters"]["base-model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    # prod: network isolation (the default config), so the base model is a channel, not a Hub id.
+    assert args["EnableNetworkIsolation"] is (stage == "prod")
+    if stage == "dev":
+        assert args["HyperParameters"]["base-model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert args["HyperParameters"]["max-seq-length"] == "256"  # the catalog's max tokens
     assert args["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
     assert "eval:gain:ndcg@10" in train["Assign"]["gain"]
@@ -203,6 +206,30 @@ def test_spot_training_with_checkpoints_when_configured(tmp_path):
     assert args["EnableManagedSpotTraining"] is True
     assert args["StoppingCondition"]["MaxWaitTimeInSeconds"] > args["StoppingCondition"]["MaxRuntimeInSeconds"]
     assert "VolumeKmsKeyId" in args["ResourceConfig"]  # c6i has EBS: encrypt it
+
+
+def test_an_isolated_training_job_gets_its_code_and_base_model_as_channels(jobs):
+    """With EnableNetworkIsolation the container reaches neither S3 nor the Hub: the source
+    bundle arrives as the "source" channel (the toolkit unpacks sagemaker_submit_directory from
+    there) and the base model as the "model" channel (train.py reads SM_CHANNEL_MODEL)."""
+    stage, template = jobs
+    if stage != "prod":
+        pytest.skip("the default config isolates prod's training job only")
+    args = _definition(template, "fine-tune")["States"]["Train"]["Arguments"]
+    hps = args["HyperParameters"]
+    assert "base-model" not in hps
+    assert hps["sagemaker_submit_directory"].startswith("/opt/ml/input/data/source/")
+    assert hps["sagemaker_submit_directory"].endswith(".gz")
+    channels = args["InputDataConfig"]
+    assert "{'ChannelName': 'source'" in channels and "cdk-hnb659fds-assets" not in channels.split("'source'")[0]
+    assert "{'ChannelName': 'model'" in channels and "$states.input.base_model_s3_uri" in channels
+    assert "/training/base-model/'" in channels
+    # SageMaker lists an S3Prefix channel: the role may list the bundle's own key, nothing else.
+    listings = [s for p in template.find_resources("AWS::IAM::Policy").values()
+                for s in p["Properties"]["PolicyDocument"]["Statement"]
+                if s["Action"] == "s3:ListBucket" and "cdk-hnb659fds-assets" in json.dumps(s["Resource"])]
+    (listing,) = listings
+    assert listing["Condition"]["StringEquals"]["s3:prefix"] == hps["sagemaker_submit_directory"].rsplit("/", 1)[1]
 
 
 @pytest.mark.parametrize("variant", ["default", "custom"])
