@@ -12,6 +12,11 @@ Default: 2,000 pairs (what ``python -m bench`` runs). ``--full``: the whole trai
 (16k pairs; hours on 2 shared cores), written to bench/results/training_full.json when run
 as ``python -m bench.training --full``. Data: ../shared/data/debian-descriptions or
 $SEMSEARCH_DATA_DIR.
+
+``--recipes default,hn3,...``: the training recipes of RECIPES (hyperparameters on top of the
+job's defaults) one after the other on the same sample and dev pairs, each row added to
+bench/results/training_recipes.json as it finishes (rows with the same recipe, pairs and
+dev pairs are replaced).
 """
 
 from __future__ import annotations
@@ -28,6 +33,17 @@ from pathlib import Path
 from bench._data import data_dir, read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+RECIPES_FILE = REPO_ROOT / "bench" / "results" / "training_recipes.json"
+
+#: name -> Config fields changed from the job's defaults.
+RECIPES: dict[str, dict] = {
+    "default": {},
+    "hn1": {"hard_negatives": 1},
+    "hn3": {"hard_negatives": 3},
+    "hn3-skip3": {"hard_negatives": 3, "hard_negative_range_min": 3},
+    "cached-b128": {"cached_loss": True, "batch_size": 128, "mini_batch_size": 32},
+    "cached-b128-hn1": {"cached_loss": True, "batch_size": 128, "mini_batch_size": 32, "hard_negatives": 1},
+}
 
 
 def _cpu_name() -> str:
@@ -68,7 +84,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--eval-pairs", type=int, default=None, help="dev pairs to score on (default: all)")
     parser.add_argument("--embed-texts", type=int, default=1000, help="dev texts for the embed figure (0: skip)")
+    parser.add_argument("--recipes", default=None,
+                        help=f"comma-separated recipes to compare ({', '.join(RECIPES)}); rows go to "
+                             f"{RECIPES_FILE.relative_to(REPO_ROOT)}")
     args = parser.parse_args(argv)
+    if args.recipes:
+        return run_recipes(parser, args)
 
     from semsearch.models import DEFAULT_MODEL_ID, packaged_model_dir
     from stacks.catalog import MODELS
@@ -108,10 +129,61 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def run_recipes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """Each named recipe on the same sample and dev pairs; rows saved as they finish."""
+    from semsearch.models import DEFAULT_MODEL_ID, packaged_model_dir
+    from stacks.catalog import MODELS
+    from training_code.train import Config, train
+
+    names = [n.strip() for n in args.recipes.split(",") if n.strip()]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
+    spec = MODELS[DEFAULT_MODEL_ID]
+    dev = read_jsonl(data_dir() / "dev.jsonl")
+    dev = dev[: args.eval_pairs] if args.eval_pairs else dev
+    pairs = None if args.full else args.pairs
+    saved = json.loads(RECIPES_FILE.read_text()) if RECIPES_FILE.is_file() else {"rows": []}
+    for name in names:
+        with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
+            work = Path(tmp)
+            eval_file = work / "dev.jsonl"
+            eval_file.write_text("".join(json.dumps(p) + "\n" for p in dev))
+            config = Config(train=str(data_dir() / "train.jsonl"), eval=str(eval_file),
+                            base_model=str(packaged_model_dir()), model_dir=str(work / "model"),
+                            output_data_dir=str(work / "model"), inference_code="", epochs=args.epochs,
+                            max_pairs=pairs, max_seq_length=spec.max_tokens, query_prefix=spec.query_prefix,
+                            passage_prefix=spec.passage_prefix, **RECIPES[name])
+            load = os.getloadavg()[0]
+            started = time.perf_counter()
+            m = train(config)
+            wall = time.perf_counter() - started
+        t = m["train"]
+        row = {"recipe": name, "changes": RECIPES[name], "train_pairs": t["pairs"], "dev_pairs": len(dev),
+               "epochs": t["epochs"], "ndcg@10": round(m["tuned"]["ndcg@10"], 4),
+               "recall@1": round(m["tuned"]["recall@1"], 4), "recall@3": round(m["tuned"]["recall@3"], 4),
+               "recall@10": round(m["tuned"]["recall@10"], 4), "base_ndcg@10": round(m["base"]["ndcg@10"], 4),
+               "steps": t["steps"], "pairs_per_second": t["pairs_per_second"], "train_seconds": t["seconds"],
+               "wall_seconds": round(wall, 1), "hard_negatives": t.get("hard_negatives"),
+               "load_average_at_start": round(load, 2), "cpus": len(os.sched_getaffinity(0)), "cpu": _cpu_name(),
+               "command": "python -m bench.training " + " ".join(
+                   ["--recipes", name, "--epochs", f"{args.epochs:g}", "--embed-texts", "0"]
+                   + (["--full"] if args.full else ["--pairs", str(args.pairs)])
+                   + (["--eval-pairs", str(args.eval_pairs)] if args.eval_pairs else []))}
+        saved["rows"] = [r for r in saved["rows"] if (r["recipe"], r["train_pairs"], r["dev_pairs"], r["epochs"])
+                         != (name, row["train_pairs"], row["dev_pairs"], row["epochs"])] + [row]
+        RECIPES_FILE.parent.mkdir(exist_ok=True)
+        RECIPES_FILE.write_text(json.dumps(saved, indent=2) + "\n")
+        print(json.dumps(row), flush=True)
+    return saved
+
+
 if __name__ == "__main__":
     from bench.__main__ import save
 
     full = "--full" in sys.argv[1:]
     outcome = main(sys.argv[1:])
+    if any(a.startswith("--recipes") for a in sys.argv[1:]):
+        sys.exit(0)  # run_recipes saved its rows as they finished
     print(json.dumps(outcome, indent=2))
     print(f"bench: wrote {save('training_full' if full else 'training', outcome)}", file=sys.stderr)

@@ -20,6 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def register(subparsers) -> None:
+    from training_code.train import Config
+
     p = subparsers.add_parser("train", help="fine-tune an embedding model on query/document pairs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", metavar="FILE", required=True,
@@ -38,6 +40,14 @@ def register(subparsers) -> None:
     p.add_argument("--max-seq-length", type=int, help="tokens per text (default: the catalog's max tokens)")
     p.add_argument("--cached-loss", action="store_true", help="GradCache MNRL: large batches in small memory")
     p.add_argument("--mini-batch-size", type=int, default=32, help="with --cached-loss")
+    p.add_argument("--hard-negatives", type=int, metavar="N", default=Config.hard_negatives,
+                   help="negatives per pair mined with the base model from the training documents, on top of the "
+                        "in-batch ones (default %(default)s: none)")
+    p.add_argument("--hard-negative-range-min", type=int, metavar="R", default=Config.hard_negative_range_min,
+                   help="skip the R nearest candidates besides the pair's own documents (default %(default)s)")
+    p.add_argument("--hard-negative-margin", type=float, metavar="M", default=Config.hard_negative_margin,
+                   help="keep a mined negative only if it scores at least M x the positive's score below it: "
+                        "closer ones are likely near-duplicates of the positive (default %(default)s)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--checkpoint-dir", metavar="DIR", help="save resumable checkpoints here (and resume from them)")
     p.add_argument("--no-code", action="store_true", help="leave the inference handler (code/) out of --out")
@@ -69,7 +79,9 @@ def build_config(args: argparse.Namespace):
         checkpoint_dir=args.checkpoint_dir, inference_code=code, epochs=args.epochs, batch_size=args.batch_size,
         max_pairs=args.max_pairs, max_seq_length=args.max_seq_length or spec.max_tokens,
         query_prefix=spec.query_prefix, passage_prefix=spec.passage_prefix, cached_loss=args.cached_loss,
-        mini_batch_size=args.mini_batch_size, seed=args.seed, progress=not args.quiet, **extra)
+        mini_batch_size=args.mini_batch_size, hard_negatives=args.hard_negatives,
+        hard_negative_range_min=args.hard_negative_range_min, hard_negative_margin=args.hard_negative_margin,
+        seed=args.seed, progress=not args.quiet, **extra)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,11 @@ spellings are accepted too). Channels:
                                          when it is not bundled as ./inference_code
 
 The loss is MultipleNegativesRankingLoss (in-batch negatives; --cached-loss true for the
-GradCache variant, which makes batches of thousands fit in memory). Checkpoints go to
+GradCache variant, which makes batches of thousands fit in memory). --hard-negatives N adds
+N mined negatives to each pair: the base model's nearest training documents to the query,
+skipping its own document(s), the first --hard-negative-range-min ranks, and any scoring
+within --hard-negative-margin (relative) of the positive, which would likely be a
+near-duplicate of it rather than a wrong answer. Checkpoints go to
 /opt/ml/checkpoints inside SageMaker (synced to S3 when the job sets CheckpointConfig), so
 a spot-interrupted job resumes where it stopped. The outputs, and metrics.json's schema,
 are described in contract.py.
@@ -92,12 +96,26 @@ class Config:
     seed: int = 42
     cached_loss: bool = False
     mini_batch_size: int = 32
+    hard_negatives: int = 0
+    hard_negative_range_min: int = 0
+    hard_negative_margin: float = 0.05
     query_prefix: str = ""
     passage_prefix: str = ""
     checkpoint_steps: int = 500
     log_steps: int = 10
     eval_batch_size: int = 64
     progress: bool = False
+
+
+def check_config(config: Config) -> None:
+    """InputError naming the setting, for values no run could use."""
+    if config.hard_negatives < 0:
+        raise InputError(f"--hard-negatives must be 0 (off) or a positive count, got {config.hard_negatives}")
+    if config.hard_negative_range_min < 0:
+        raise InputError(f"--hard-negative-range-min must be 0 or more, got {config.hard_negative_range_min}")
+    if not 0 <= config.hard_negative_margin < 1:
+        raise InputError(f"--hard-negative-margin must be in [0, 1) (a share of the positive's score), "
+                         f"got {config.hard_negative_margin}")
 
 
 def _bool(value: str) -> bool:
@@ -149,6 +167,13 @@ def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     hp.add_argument("--cached-loss", type=_bool, default=False,
                     help="CachedMultipleNegativesRankingLoss: big batches in mini-batch memory")
     hp.add_argument("--mini-batch-size", type=int, default=Config.mini_batch_size, help="with --cached-loss")
+    hp.add_argument("--hard-negatives", type=int, default=Config.hard_negatives,
+                    help="negatives mined per pair with the base model, added to the in-batch ones (0: none)")
+    hp.add_argument("--hard-negative-range-min", type=int, default=Config.hard_negative_range_min,
+                    help="skip the N nearest candidates (after the pair's own documents) when mining")
+    hp.add_argument("--hard-negative-margin", type=float, default=Config.hard_negative_margin,
+                    help="a mined negative must score at least this share of the positive's score below it "
+                         "(0.05: 5%%); closer ones are likely near-duplicates of the positive")
     hp.add_argument("--query-prefix", default="", help="prepended to queries (e5: 'query: ')")
     hp.add_argument("--passage-prefix", default="", help="prepended to documents (e5: 'passage: ')")
     hp.add_argument("--checkpoint-steps", type=int, default=Config.checkpoint_steps,
@@ -316,6 +341,7 @@ def train(config: Config) -> dict:
     with tempfile.TemporaryDirectory(prefix="semsearch-train-") as tmp:
         work = Path(tmp)
         # Everything that can be wrong with the inputs is found before the first slow step.
+        check_config(config)
         code_dir = resolve_inference_code(config, work)
         base_model = resolve_base_model(config.base_model, work)
         train_pairs, eval_set, train_info, eval_info = prepare_pairs(config)
@@ -358,8 +384,13 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
                                                   show_progress_bar=False)
     else:
         loss = MultipleNegativesRankingLoss(model, scale=config.scale)
-    dataset = Dataset.from_dict({"anchor": [p.query for p in train_pairs],
-                                 "positive": [p.text for p in train_pairs]})
+    columns = {"anchor": [p.query for p in train_pairs], "positive": [p.text for p in train_pairs]}
+    mining = None
+    if config.hard_negatives:
+        log.info("mining %d hard negatives per pair with the base model", config.hard_negatives)
+        negatives, mining = mine_negatives(model, train_pairs, config)
+        columns.update(negatives)
+    dataset = Dataset.from_dict(columns)
     probe = dataset.select(range(min(PROBE_PAIRS, len(dataset))))
 
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else work / "checkpoints"
@@ -429,7 +460,7 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
         "train": {**train_info, "epochs": config.epochs, "steps": steps, "seconds": round(seconds, 3),
                   "pairs_per_second": round(pairs_seen / seconds, 3) if seconds > 0 else None,
                   "probe_loss_before": probe_before, "probe_loss_after": probe_after,
-                  "resumed_from": resume_from},
+                  "resumed_from": resume_from, "hard_negatives": mining},
         "hyperparameters": {k: v for k, v in asdict(config).items() if k != "progress"},
         "base_model": config.base_model,
     }
@@ -438,6 +469,56 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
         folder.mkdir(parents=True, exist_ok=True)
         (folder / contract.METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def mine_negatives(model, train_pairs: list, config: Config) -> tuple[dict[str, list[str]], dict]:
+    """``config.hard_negatives`` negative columns ("negative_1", ...), row for row with
+    ``train_pairs``, and what the mining found (for metrics.json).
+
+    Candidates are the training documents, ranked for each query by the model as it is before
+    training. sentence-transformers' miner drops the query's own documents (every text it is
+    paired with), the first ``hard_negative_range_min`` ranks and anything scoring above
+    ``(1 - hard_negative_margin) x`` the positive's score: on Debian descriptions those are
+    mostly sibling packages describing the same thing, which would teach the model to push
+    correct answers away. A pair left with fewer than N candidates gets random training
+    documents (not its own) in the free slots, so every pair is still trained on.
+    """
+    import random
+
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    n = config.hard_negatives
+    unique = list(dict.fromkeys((p.query, p.text) for p in train_pairs))
+    documents = list(dict.fromkeys(p.text for p in train_pairs))
+    own: dict[str, set[str]] = {}
+    for query, text in unique:
+        own.setdefault(query, set()).add(text)
+    if len(documents) - max(len(texts) for texts in own.values()) < n:
+        raise InputError(f"--hard-negatives {n}: the training set has only {len(documents)} distinct documents")
+    mined = mine_hard_negatives(
+        Dataset.from_dict({"anchor": [q for q, _ in unique], "positive": [t for _, t in unique]}), model,
+        range_min=config.hard_negative_range_min, relative_margin=config.hard_negative_margin, num_negatives=n,
+        sampling_strategy="top", output_format="n-tuple", query_prompt=config.query_prefix,
+        corpus_prompt=config.passage_prefix, batch_size=config.eval_batch_size, verbose=False)
+    found: dict[tuple[str, str], list[str]] = {}
+    for row in mined:
+        found[(row["anchor"], row["positive"])] = [row[f"negative_{i}"] for i in range(1, n + 1)]
+    rng = random.Random(config.seed)
+    filled = 0
+    for query, text in unique:
+        if (query, text) not in found:
+            # The miner drops a pair lacking N negatives in its window; a seeded draw of other
+            # documents keeps it (what in-batch negatives would give it anyway).
+            filled += 1
+            pool = [d for d in rng.sample(documents, min(len(documents), n + len(own[query]))) if d not in own[query]]
+            found[(query, text)] = pool[:n]
+    columns = {f"negative_{i}": [found[(p.query, p.text)][i - 1] for p in train_pairs] for i in range(1, n + 1)}
+    info = {"per_pair": n, "candidates": len(documents), "range_min": config.hard_negative_range_min,
+            "relative_margin": config.hard_negative_margin, "pairs_filled_randomly": filled}
+    log.info("hard negatives: %d per pair from %d documents; %d of %d pairs filled at random", n, len(documents),
+             filled, len(unique))
+    return columns, info
 
 
 def save_model(model, config: Config, code_dir: Path | None) -> None:
