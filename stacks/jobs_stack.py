@@ -1,4 +1,4 @@
-"""SageMaker jobs of a stage: the fine-tune workflow and the batch-embed workflow."""
+"""SageMaker jobs of a stage: the fine-tune, batch-embed and compare workflows."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from semsearch import compare_job
 from stacks import images
 from stacks.catalog import INSTANCES
 from stacks.components.batch_embed_workflow import BATCH_INPUT_PREFIX, BatchEmbedWorkflow, allow_transform_jobs
+from stacks.components.compare_workflow import CompareWorkflow
 from stacks.components.embedding_endpoint import EmbeddingEndpoint
 from stacks.components.fine_tune_workflow import JOBS_PREFIX, TRAINING_PREFIX, FineTuneWorkflow
 from stacks.components.sagemaker_execution_role import SageMakerExecutionRole
@@ -21,7 +23,8 @@ from stacks.storage_stack import artifacts_bucket_name, artifacts_nag_arn
 
 
 class JobsStack(cdk.Stack):
-    """Training, promotion and batch embedding, with a SageMaker role scoped to its prefixes."""
+    """Training, promotion, batch embedding and model comparison, with SageMaker roles scoped to
+    their prefixes."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, key: kms.IKey,
                  endpoints: dict[str, EmbeddingEndpoint], domain_url: str, index_name: str,
@@ -87,8 +90,14 @@ class JobsStack(cdk.Stack):
             # The transform job runs as the serving model's own role (the model stack's).
             allow_transform_jobs(endpoints[fronted].role, stage=config.name, kms_key=key)
 
+        # `semsearch compare --remote`: the comparison as a processing job, on the training instance type.
+        self.compare = CompareWorkflow(self, "Compare", name_prefix=prefix, stage=config.name, jobs=config.jobs,
+                                       artifacts=artifacts, kms_key=key)
+
         cdk.CfnOutput(self, "FineTuneStateMachine", value=self.fine_tune.state_machine.state_machine_arn)
         cdk.CfnOutput(self, "BatchEmbedStateMachine", value=self.batch_embed.state_machine.state_machine_arn)
+        cdk.CfnOutput(self, compare_job.STATE_MACHINE_OUTPUT, value=self.compare.state_machine.state_machine_arn)
+        cdk.CfnOutput(self, compare_job.INPUT_URI_OUTPUT, value=self.compare.input_uri)
 
     def _grant_prefixes(self, role: iam.IRole, *, read: list[str], write: list[str]) -> None:
         """Object access to exactly these key prefixes of the artifact bucket."""

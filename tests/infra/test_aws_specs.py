@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,15 +19,33 @@ import pytest
 from tests.infra.conftest import SPEC_VARIANTS
 from tests.infra.specs import botocore_api, callers, iam, states, tasks
 from tests.infra.specs.cfn_to_api import api_calls
-from tests.infra.specs.intrinsics import Templates
+from tests.infra.specs.intrinsics import ACCOUNT, REGION, Templates
 
 #: "promoted": the default templates as CloudFormation resolves them after the fine-tune
 #: workflow promoted a model (the promotion parameters hold a tag instead of "none").
 VARIANTS = ["default", "promoted", *SPEC_VARIANTS]
 PROMOTION_TAG = "ft-mivq2c1s"  # what the workflow writes: ft- and base-36 milliseconds
 
-#: Representative start inputs per workflow (its docstring's contract), always with {}.
-START_INPUTS: dict[str, list[dict[str, Any]]] = {
+
+def _compare_inputs(machine: str) -> list[dict[str, Any]]:
+    """What `semsearch compare --remote` starts the compare workflow with (compare_remote.py):
+    the run's uploads under jobs/compare/ of the stage's bucket, the base model the fine-tune job
+    starts from (training/base-model/), a promoted model (models/). Not {}: pairs and models are
+    required, and the path-following simulator would take the Compare branch with it too
+    (tests/infra/test_compare_workflow.py checks that the InputGiven Choice refuses it)."""
+    stage = machine.removeprefix("semsearch-").removesuffix("-compare")
+    bucket = f"s3://semsearch-{stage}-artifacts-{ACCOUNT}-{REGION}"
+    run = f"{bucket}/jobs/compare/20260105T130000Z-0a1b2c"
+    return [{"pairs_s3_uri": f"{run}/pairs/", "models": [{"s3_uri": f"{run}/models/0/"}]},
+            {"pairs_s3_uri": f"{run}/pairs/", "pairs_path": "qrels/dev.tsv", "batch_size": 128,
+             "models": [{"s3_uri": f"{bucket}/training/base-model/", "name": "base", "catalog_id": "all-MiniLM-L6-v2"},
+                        {"s3_uri": f"{bucket}/models/semsearch-{stage}-ft-mivq2c1s/model.tar.gz", "name": "tuned"}]}]
+
+
+#: Representative start inputs per workflow (its docstring's contract), with {} where the
+#: workflow accepts it; a function of the state machine's name where they name the stage's bucket.
+START_INPUTS: dict[str, list[dict[str, Any]] | Callable[[str], list[dict[str, Any]]]] = {
+    "compare": _compare_inputs,
     "fine-tune": [{}, {"train_s3_uri": "s3://example-bucket/training/train/",
                        "eval_s3_uri": "s3://example-bucket/training/eval/"}],
     "batch-embed": [{}, {"input_s3_uri": "s3://example-bucket/batch/input/docs.jsonl",
@@ -69,7 +87,7 @@ def _simulations(templates: Templates) -> list[tuple[str, dict[str, Any], states
     for stack, logical_id, resource in templates.all_resources("AWS::StepFunctions::StateMachine"):
         name = templates.get_att(stack, logical_id, "Name")
         definition = states.definition_of(templates, stack, resource)
-        inputs = next((v for k, v in START_INPUTS.items() if name.endswith(k)), [{}])
+        inputs = next((v(name) if callable(v) else v for k, v in START_INPUTS.items() if name.endswith(k)), [{}])
         simulator = states.Simulator(name, definition, lambda call: tasks.representative_result(call, handlers))
         run = simulator.run(inputs)
         assert run.visited_states == set(definition["States"]), f"{name}: unreached states"
@@ -264,6 +282,13 @@ def _callers(templates: Templates) -> list[callers.Caller]:
                         role = templates.resolve(f"{stage}-model", model["Properties"])["ExecutionRoleArn"]
                         found.append(callers.Caller(f"{stage}-model/{model_id} (batch transform)", role, tuple(
                             callers.transform_role_requests(bucket, key_arn, f"{call.machine} state {call.state}"))))
+    # Processing jobs (the compare workflow's) run as the role their request passes.
+    for _, _, run in _simulations(templates):
+        for call in run.calls:
+            if tasks.api_of(call.resource).operation == "CreateProcessingJob":
+                params = tasks.request(call)
+                found.append(callers.Caller(f"{call.machine} state {call.state} (processing job)", params["RoleArn"],
+                                            tuple(callers.processing_job_requests(params, f"{call.machine} job"))))
     return found
 
 
@@ -276,6 +301,7 @@ def test_every_runtime_call_is_allowed_by_the_callers_role(variant):
         assert any("embed_bedrock" in k for k in kinds) and not any("batch transform" in k for k in kinds), kinds
     else:
         assert any("batch transform" in k for k in kinds), kinds
+    assert any("processing job" in k for k in kinds), kinds
     problems = []
     for caller in table:
         statements = callers.role_statements(templates, caller.role_arn)

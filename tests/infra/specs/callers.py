@@ -97,9 +97,13 @@ TASK_RESOURCES: dict[tuple[str, str], list[tuple[str, str]]] = {
     ("sagemaker", "CreateTransformJob"): [(f"sagemaker:{a}", "sagemaker:transform-job/{TransformJobName}") for a in
                                           ("CreateTransformJob", "DescribeTransformJob", "StopTransformJob",
                                            "ListTags", "AddTags")],
+    ("sagemaker", "CreateProcessingJob"): [(f"sagemaker:{a}", "sagemaker:processing-job/{ProcessingJobName}") for a in
+                                           ("CreateProcessingJob", "DescribeProcessingJob", "StopProcessingJob",
+                                            "ListTags", "AddTags")],
 }
 SYNC_RULES = {"CreateTrainingJob": "StepFunctionsGetEventsForSageMakerTrainingJobsRule",
-              "CreateTransformJob": "StepFunctionsGetEventsForSageMakerTransformJobsRule"}
+              "CreateTransformJob": "StepFunctionsGetEventsForSageMakerTransformJobsRule",
+              "CreateProcessingJob": "StepFunctionsGetEventsForSageMakerProcessingJobsRule"}
 
 
 def _fill(template: str, params: dict[str, Any]) -> str:
@@ -381,3 +385,48 @@ def connector_requests(props: dict[str, Any], why: str) -> list[Request]:
 
 def as_json(statements: list[dict[str, Any]]) -> str:
     return json.dumps(statements, indent=1)[:4000]
+
+
+def processing_job_requests(params: dict[str, Any], why: str) -> list[Request]:
+    """A processing job (the compare workflow's), as the role CreateProcessingJob passes
+    (SAGEMAKER_ROLE_DOC, "CreateProcessingJob API: Execution Role Permissions"), all read
+    from its request: pull the image; list and read each S3Prefix input (the code bundle in
+    CDK's asset bucket; pairs and models in the stage bucket, SSE-KMS with the stage key, the
+    output's KmsKeyId); write the output there with that key; create the volume key's grant
+    where VolumeKmsKeyId is set; the ProcessingJobs logs and metrics."""
+    app = params["AppSpecification"]
+    image = re.fullmatch(r"(\d{12})\.dkr\.ecr\.([\w-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)[:@].*", app["ImageUri"])
+    assert image, app["ImageUri"]
+    repository = arn("ecr", f"repository/{image.group(3)}", region=image.group(2), account=image.group(1))
+    requests = [Request("ecr:GetAuthorizationToken", "*", why=why)]
+    requests += [Request(f"ecr:{a}", repository, why=why)
+                 for a in ("BatchGetImage", "GetDownloadUrlForLayer", "BatchCheckLayerAvailability")]
+    output = params["ProcessingOutputConfig"]
+    key_arn = output["KmsKeyId"]
+    via_s3 = {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}
+    (result,) = output["Outputs"]
+    stage_bucket = result["S3Output"]["S3Uri"].removeprefix("s3://").split("/", 1)[0]
+    for item in params["ProcessingInputs"]:
+        bucket, _, key = item["S3Input"]["S3Uri"].removeprefix("s3://").partition("/")
+        requests.append(Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {"s3:prefix": key},
+                                why=f"{why} input {item['InputName']}"))
+        obj = f"{key}part-00000.jsonl" if key.endswith("/") or not key else key
+        requests.append(Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{obj}",
+                                why=f"{why} input {item['InputName']}"))
+        if bucket == stage_bucket:
+            requests.append(Request("kms:Decrypt", key_arn, via_s3, why=f"{why} input {item['InputName']}: SSE-KMS"))
+    bucket, _, key = result["S3Output"]["S3Uri"].removeprefix("s3://").partition("/")
+    requests += [Request("s3:PutObject", f"arn:{PARTITION}:s3:::{bucket}/{key}compare.json", why=f"{why} output"),
+                 Request("kms:GenerateDataKey", key_arn, via_s3, why=f"{why} output: KmsKeyId")]
+    volume_key = params["ProcessingResources"]["ClusterConfig"].get("VolumeKmsKeyId")
+    if volume_key:
+        requests.append(Request("kms:CreateGrant", volume_key, {"kms:GrantIsForAWSResource": "true"},
+                                why=f"{why}: volume key"))
+    group = arn("logs", "log-group:/aws/sagemaker/ProcessingJobs")
+    stream = f"{group}:log-stream:{params['ProcessingJobName']}/algo-1-1767614400"
+    requests += [Request("logs:CreateLogGroup", group, why=why),
+                 Request("logs:CreateLogStream", stream, why=why),
+                 Request("logs:PutLogEvents", stream, why=why),
+                 Request("cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "/aws/sagemaker/ProcessingJobs"},
+                         why=why)]
+    return requests

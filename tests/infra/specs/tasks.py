@@ -21,7 +21,8 @@ from tests.infra.specs.states import TaskCall
 SDK_SERVICES = {"sfn": "stepfunctions", "opensearch": "opensearch", "applicationautoscaling": "application-autoscaling"}
 #: .sync integrations: the Describe call whose response becomes the Task result.
 SYNC_RESULT = {("sagemaker", "CreateTrainingJob"): "DescribeTrainingJob",
-               ("sagemaker", "CreateTransformJob"): "DescribeTransformJob"}
+               ("sagemaker", "CreateTransformJob"): "DescribeTransformJob",
+               ("sagemaker", "CreateProcessingJob"): "DescribeProcessingJob"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ def representative_result(call: TaskCall, handlers: dict[str, str]) -> Any:
                                             "Timestamp": "2026-01-05T13:00:00Z"} for m in metrics])
     elif operation == "DescribeTransformJob":
         result.update(TransformJobName=args.get("TransformJobName", "example"), TransformJobStatus="Completed")
+    elif operation == "DescribeProcessingJob":
+        result.update(ProcessingJobName=args.get("ProcessingJobName", "example"), ProcessingJobStatus="Completed")
     elif (api.service, operation) == ("ssm", "GetParameter"):
         result["Parameter"] = {"Name": args.get("Name"), "Type": "String", "Version": 2,
                                "Value": "semsearch-dev-ft-1767614400000"}
