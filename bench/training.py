@@ -43,6 +43,8 @@ RECIPES: dict[str, dict] = {
     "hn3-skip3": {"hard_negatives": 3, "hard_negative_range_min": 3},
     "cached-b128": {"cached_loss": True, "batch_size": 128, "mini_batch_size": 32},
     "cached-b128-hn1": {"cached_loss": True, "batch_size": 128, "mini_batch_size": 32, "hard_negatives": 1},
+    "e3-best": {"epochs": 3, "validation_pairs": 300},
+    "e3-best-hn3": {"epochs": 3, "validation_pairs": 300, "hard_negatives": 3},
 }
 
 
@@ -149,11 +151,12 @@ def run_recipes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> di
             work = Path(tmp)
             eval_file = work / "dev.jsonl"
             eval_file.write_text("".join(json.dumps(p) + "\n" for p in dev))
+            settings = {"epochs": args.epochs, **RECIPES[name]}
             config = Config(train=str(data_dir() / "train.jsonl"), eval=str(eval_file),
                             base_model=str(packaged_model_dir()), model_dir=str(work / "model"),
-                            output_data_dir=str(work / "model"), inference_code="", epochs=args.epochs,
-                            max_pairs=pairs, max_seq_length=spec.max_tokens, query_prefix=spec.query_prefix,
-                            passage_prefix=spec.passage_prefix, **RECIPES[name])
+                            output_data_dir=str(work / "model"), inference_code="", max_pairs=pairs,
+                            max_seq_length=spec.max_tokens, query_prefix=spec.query_prefix,
+                            passage_prefix=spec.passage_prefix, **settings)
             load = os.getloadavg()[0]
             started = time.perf_counter()
             m = train(config)
@@ -163,15 +166,16 @@ def run_recipes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> di
                "epochs": t["epochs"], "ndcg@10": round(m["tuned"]["ndcg@10"], 4),
                "recall@1": round(m["tuned"]["recall@1"], 4), "recall@3": round(m["tuned"]["recall@3"], 4),
                "recall@10": round(m["tuned"]["recall@10"], 4), "base_ndcg@10": round(m["base"]["ndcg@10"], 4),
+               "epochs_run": t.get("epochs_run"), "epoch_selection": t.get("epoch_selection"),
                "steps": t["steps"], "pairs_per_second": t["pairs_per_second"], "train_seconds": t["seconds"],
                "wall_seconds": round(wall, 1), "hard_negatives": t.get("hard_negatives"),
                "load_average_at_start": round(load, 2), "cpus": len(os.sched_getaffinity(0)), "cpu": _cpu_name(),
                "command": "python -m bench.training " + " ".join(
-                   ["--recipes", name, "--epochs", f"{args.epochs:g}", "--embed-texts", "0"]
+                   ["--recipes", name, "--embed-texts", "0"] + (["--epochs", f"{args.epochs:g}"] if args.epochs != 1 else [])
                    + (["--full"] if args.full else ["--pairs", str(args.pairs)])
                    + (["--eval-pairs", str(args.eval_pairs)] if args.eval_pairs else []))}
-        saved["rows"] = [r for r in saved["rows"] if (r["recipe"], r["train_pairs"], r["dev_pairs"], r["epochs"])
-                         != (name, row["train_pairs"], row["dev_pairs"], row["epochs"])] + [row]
+        saved["rows"] = [r for r in saved["rows"] if (r["recipe"], r["train_pairs"], r["dev_pairs"])
+                         != (name, row["train_pairs"], row["dev_pairs"])] + [row]
         RECIPES_FILE.parent.mkdir(exist_ok=True)
         RECIPES_FILE.write_text(json.dumps(saved, indent=2) + "\n")
         print(json.dumps(row), flush=True)

@@ -48,6 +48,11 @@ def register(subparsers) -> None:
     p.add_argument("--hard-negative-margin", type=float, metavar="M", default=Config.hard_negative_margin,
                    help="keep a mined negative only if it scores at least M x the positive's score below it: "
                         "closer ones are likely near-duplicates of the positive (default %(default)s)")
+    p.add_argument("--validation-pairs", type=int, metavar="K", default=Config.validation_pairs,
+                   help="hold K train pairs out, score each epoch on them with the gate's metric (nDCG@10) and "
+                        "keep the best epoch (default %(default)s: keep the last)")
+    p.add_argument("--early-stopping-patience", type=int, metavar="P", default=Config.early_stopping_patience,
+                   help="with --validation-pairs: stop after P epochs without a better score (default %(default)s)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--checkpoint-dir", metavar="DIR", help="save resumable checkpoints here (and resume from them)")
     p.add_argument("--no-code", action="store_true", help="leave the inference handler (code/) out of --out")
@@ -81,6 +86,7 @@ def build_config(args: argparse.Namespace):
         query_prefix=spec.query_prefix, passage_prefix=spec.passage_prefix, cached_loss=args.cached_loss,
         mini_batch_size=args.mini_batch_size, hard_negatives=args.hard_negatives,
         hard_negative_range_min=args.hard_negative_range_min, hard_negative_margin=args.hard_negative_margin,
+        validation_pairs=args.validation_pairs, early_stopping_patience=args.early_stopping_patience,
         seed=args.seed, progress=not args.quiet, **extra)
 
 

@@ -23,7 +23,9 @@ GradCache variant, which makes batches of thousands fit in memory). --hard-negat
 N mined negatives to each pair: the base model's nearest training documents to the query,
 skipping its own document(s), the first --hard-negative-range-min ranks, and any scoring
 within --hard-negative-margin (relative) of the positive, which would likely be a
-near-duplicate of it rather than a wrong answer. Checkpoints go to
+near-duplicate of it rather than a wrong answer. --validation-pairs K (with --epochs above 1)
+holds K pairs of train out, scores the gate's metric on them after each epoch, stops after
+--early-stopping-patience epochs without a gain and keeps the best epoch's weights. Checkpoints go to
 /opt/ml/checkpoints inside SageMaker (synced to S3 when the job sets CheckpointConfig), so
 a spot-interrupted job resumes where it stopped. The outputs, and metrics.json's schema,
 are described in contract.py.
@@ -99,6 +101,8 @@ class Config:
     hard_negatives: int = 0
     hard_negative_range_min: int = 0
     hard_negative_margin: float = 0.05
+    validation_pairs: int = 0
+    early_stopping_patience: int = 1
     query_prefix: str = ""
     passage_prefix: str = ""
     checkpoint_steps: int = 500
@@ -116,6 +120,10 @@ def check_config(config: Config) -> None:
     if not 0 <= config.hard_negative_margin < 1:
         raise InputError(f"--hard-negative-margin must be in [0, 1) (a share of the positive's score), "
                          f"got {config.hard_negative_margin}")
+    if config.validation_pairs < 0:
+        raise InputError(f"--validation-pairs must be 0 (off) or a positive count, got {config.validation_pairs}")
+    if config.early_stopping_patience < 1:
+        raise InputError(f"--early-stopping-patience must be 1 or more, got {config.early_stopping_patience}")
 
 
 def _bool(value: str) -> bool:
@@ -174,6 +182,11 @@ def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     hp.add_argument("--hard-negative-margin", type=float, default=Config.hard_negative_margin,
                     help="a mined negative must score at least this share of the positive's score below it "
                          "(0.05: 5%%); closer ones are likely near-duplicates of the positive")
+    hp.add_argument("--validation-pairs", type=int, default=Config.validation_pairs,
+                    help="train pairs held out to score each epoch with the gate's metric; the best epoch is "
+                         "kept (0: none, the last epoch is kept)")
+    hp.add_argument("--early-stopping-patience", type=int, default=Config.early_stopping_patience,
+                    help="with --validation-pairs: stop after this many epochs without a better score")
     hp.add_argument("--query-prefix", default="", help="prepended to queries (e5: 'query: ')")
     hp.add_argument("--passage-prefix", default="", help="prepended to documents (e5: 'passage: ')")
     hp.add_argument("--checkpoint-steps", type=int, default=Config.checkpoint_steps,
@@ -270,6 +283,15 @@ def resolve_base_model(base_model: str, work: Path) -> str:
 def prepare_pairs(config: Config) -> tuple[list, retrieval.Qrels, dict, dict]:
     """Train pairs, the eval set (queries, corpus, relevance) and their descriptions for
     metrics.json; validates every file. Pairs files or BEIR folders (inputs.py)."""
+    train_pairs, qrels, train_info, eval_info, _ = prepare_data(config)
+    return train_pairs, qrels, train_info, eval_info
+
+
+def prepare_data(config: Config) -> tuple[list, retrieval.Qrels, dict, dict, retrieval.Qrels | None]:
+    """prepare_pairs' values plus the validation set that picks the best epoch (None without
+    --validation-pairs). Its queries are never trained on: it is drawn from the train pairs
+    a --max-pairs sample left out when they are enough (so the sample is the one a run
+    without validation trains on), else carved from the training pairs."""
     train_set = inputs.load(config.train, default_split="train")
     train_pairs, train_files = train_set.pairs, train_set.files
     if config.eval:
@@ -281,11 +303,22 @@ def prepare_pairs(config: Config) -> tuple[list, retrieval.Qrels, dict, dict]:
                                                     max_held_out=config.max_eval_pairs)
         qrels, eval_files, eval_pairs = retrieval.build_qrels(held_out), train_files, len(held_out)
         source = "carved from train"
-    train_pairs = pairs_mod.sample(train_pairs, config.max_pairs, seed=config.seed)
+    pool, train_pairs = train_pairs, pairs_mod.sample(train_pairs, config.max_pairs, seed=config.seed)
+    validation = None
+    if config.validation_pairs:
+        trained = {p.query for p in train_pairs}
+        unused = [p for p in pool if p.query not in trained]
+        if len({p.query for p in unused}) > config.validation_pairs:
+            _, held = pairs_mod.split_off(unused, 1.0, seed=config.seed, max_held_out=config.validation_pairs)
+        else:
+            train_pairs, held = pairs_mod.split_off(train_pairs, 0.5, seed=config.seed,
+                                                    max_held_out=config.validation_pairs)
+        validation = retrieval.build_qrels(held)
     eval_info = {"source": source, "files": [str(f) for f in eval_files], "pairs": eval_pairs,
                  "queries": len(qrels.queries), "documents": len(qrels.documents)}
-    train_info = {"files": [str(f) for f in train_files], "pairs": len(train_pairs)}
-    return train_pairs, qrels, train_info, eval_info
+    train_info = {"files": [str(f) for f in train_files], "pairs": len(train_pairs),
+                  "validation_queries": len(validation.queries) if validation else 0}
+    return train_pairs, qrels, train_info, eval_info, validation
 
 
 def _fingerprint(config: Config, train_pairs: list) -> str:
@@ -344,14 +377,15 @@ def train(config: Config) -> dict:
         check_config(config)
         code_dir = resolve_inference_code(config, work)
         base_model = resolve_base_model(config.base_model, work)
-        train_pairs, eval_set, train_info, eval_info = prepare_pairs(config)
+        train_pairs, eval_set, train_info, eval_info, validation = prepare_data(config)
         log.info("train: %d pairs; eval (%s): %d queries over %d documents", len(train_pairs),
                  eval_info["source"], eval_info["queries"], eval_info["documents"])
-        return _train(config, work, base_model, code_dir, train_pairs, eval_set, train_info, eval_info)
+        return _train(config, work, base_model, code_dir, train_pairs, eval_set, train_info, eval_info, validation)
 
 
 def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, train_pairs: list,
-           eval_set: retrieval.Qrels, train_info: dict, eval_info: dict) -> dict:
+           eval_set: retrieval.Qrels, train_info: dict, eval_info: dict,
+           validation: retrieval.Qrels | None = None) -> dict:
     # Imported here so that --help and input errors answer in a second.
     import torch
     from datasets import Dataset
@@ -430,8 +464,32 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
             if logs and "loss" in logs:
                 _emit(contract.loss_line(float(logs["loss"]), state.global_step))
 
+    class BestEpoch(TrainerCallback):
+        """The gate's metric on the validation pairs after each epoch; the best weights are
+        kept in memory and training stops after `patience` epochs without a better score."""
+
+        def __init__(self, qrels: retrieval.Qrels) -> None:
+            self.qrels, self.scores, self.best_state = qrels, [], None
+            self.best_score, self.best_epoch, self.since_best = float("-inf"), 0, 0
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            score = retrieval.evaluate_qrels(encoder, self.qrels)[contract.PRIMARY_METRIC]
+            epoch = round(state.epoch or 0, 3)
+            self.scores.append({"epoch": epoch, contract.PRIMARY_METRIC: score})
+            _emit(f"validation:{contract.PRIMARY_METRIC}={score:.6f}; epoch={epoch}")
+            if score > self.best_score:
+                self.best_score, self.best_epoch, self.since_best = score, epoch, 0
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            else:
+                self.since_best += 1
+                if self.since_best >= config.early_stopping_patience:
+                    log.info("no better %s for %d epoch(s): stopping", contract.PRIMARY_METRIC, self.since_best)
+                    control.should_training_stop = True
+            model.train()  # evaluate() left the model in eval mode
+
+    best_epoch = BestEpoch(validation) if validation is not None else None
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
-                                         callbacks=[LossLines()])
+                                         callbacks=[LossLines()] + ([best_epoch] if best_epoch else []))
     probe_before = trainer.evaluate(eval_dataset=probe)["eval_loss"]
     if resume_from:
         log.info("resuming from %s", resume_from)
@@ -439,6 +497,15 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
     start_step = int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
+    selection = None
+    if best_epoch is not None and best_epoch.best_state is not None:
+        last = best_epoch.scores[-1]["epoch"]
+        if best_epoch.best_epoch != last:
+            log.info("keeping epoch %s (validation %s %.4f) over the last, %s", best_epoch.best_epoch,
+                     contract.PRIMARY_METRIC, best_epoch.best_score, last)
+            model.load_state_dict(best_epoch.best_state)
+        selection = {"queries": len(best_epoch.qrels.queries), "patience": config.early_stopping_patience,
+                     "scores": best_epoch.scores, "best_epoch": best_epoch.best_epoch}
     probe_after = trainer.evaluate(eval_dataset=probe)["eval_loss"]
     steps = trainer.state.global_step
     pairs_seen = (steps - start_step) / max(1, trainer.state.max_steps) * len(train_pairs) * config.epochs
@@ -457,10 +524,10 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
         "gain": gain,
         "improved": gain[contract.PRIMARY_METRIC] > 0,
         "eval": eval_info,
-        "train": {**train_info, "epochs": config.epochs, "steps": steps, "seconds": round(seconds, 3),
+        "train": {**train_info, "epochs": config.epochs, "epochs_run": round(trainer.state.epoch or 0, 3), "steps": steps, "seconds": round(seconds, 3),
                   "pairs_per_second": round(pairs_seen / seconds, 3) if seconds > 0 else None,
                   "probe_loss_before": probe_before, "probe_loss_after": probe_after,
-                  "resumed_from": resume_from, "hard_negatives": mining},
+                  "resumed_from": resume_from, "hard_negatives": mining, "epoch_selection": selection},
         "hyperparameters": {k: v for k, v in asdict(config).items() if k != "progress"},
         "base_model": config.base_model,
     }
