@@ -67,6 +67,10 @@ field changes meaning)::
 
 --plot FILE.png: nDCG@10 against USD per million tokens (log scale), one point per candidate
 and price option.
+
+--remote --stage NAME: the same comparison of --model candidates as a SageMaker Processing job
+of the deployed stage (semsearch/compare_remote.py), for sets too big for this machine; the
+same table, --json object and --plot.
 """
 
 from __future__ import annotations
@@ -538,8 +542,12 @@ def register(subparsers) -> None:
     p.add_argument("--concurrency", type=int, default=4,
                    help="requests in flight to an endpoint or Bedrock (default %(default)s)")
     p.add_argument("--stage", help="config stage whose connector endpoint gives --endpoint's defaults "
-                   "(default: the first)")
+                   "(default: the first); with --remote, the deployed stage whose compare workflow runs it")
+    p.add_argument("--remote", action="store_true",
+                   help="run it as a SageMaker Processing job of --stage (--model candidates: folders, uploaded, "
+                        "or s3:// URIs in the stage's bucket); see semsearch/compare_remote.py")
     p.add_argument("--region", help="AWS region of the endpoints and Bedrock (default: the stage's, else boto3's)")
+    p.add_argument("--profile", help="AWS profile of a --remote run (default: the default chain)")
     p.add_argument("--endpoint-url", help="sagemaker-runtime URL (a local `semsearch serve` or the local stack)")
     p.add_argument("--bedrock-endpoint-url", help="bedrock-runtime URL (a stand-in)")
     p.add_argument("--tokenizer", metavar="DIR", help="tokenizer that counts an endpoint's or Bedrock's tokens "
@@ -622,7 +630,12 @@ def compare(args: argparse.Namespace, *, progress: bool) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = compare(args, progress=sys.stderr.isatty())
+    if args.remote:
+        from semsearch import compare_remote
+
+        result = compare_remote.run_remote(args)
+    else:
+        result = compare(args, progress=sys.stderr.isatty())
     if args.plot:
         plot(result, args.plot)
     if args.json:
