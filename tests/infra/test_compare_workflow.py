@@ -145,3 +145,22 @@ def test_the_job_role_reads_only_its_prefixes_and_writes_only_jobs_compare(resol
     # Another stage's bucket is out of reach.
     assert not iam.allowed(statements, iam.Request("s3:GetObject",
                                                    f"arn:aws:s3:::{_bucket('prod')}/jobs/compare/r/pairs/a.jsonl"))
+
+
+def test_what_semsearch_compare_remote_starts_runs_the_job(resolved):
+    """compare_remote.start_input, the CLI's start input, passes the InputGiven Choice and makes
+    a valid request whose arguments name each of its models."""
+    from semsearch import compare_remote
+
+    bucket = _bucket("dev")
+    start = compare_remote.start_input(
+        f"s3://{bucket}/jobs/compare/run/pairs/",
+        [{"s3_uri": f"s3://{bucket}/jobs/compare/run/models/0/", "name": "all-MiniLM-L6-v2",
+          "catalog_id": "all-MiniLM-L6-v2"}, {"s3_uri": f"s3://{bucket}/training/base-model/", "name": "base"}],
+        batch_size=32, pairs_path="qrels/dev.tsv")
+    assert states.choose(_machine(resolved, "dev"), "InputGiven", start, {}) == "Compare"
+    params, _ = _job(resolved, "dev", start)
+    assert not botocore_api.validate("sagemaker", "CreateProcessingJob", params)
+    assert params["AppSpecification"]["ContainerArguments"][-2:] == [
+        f"--model={compare_job.MODELS_DIR}/0,name=all-MiniLM-L6-v2,model=all-MiniLM-L6-v2",
+        f"--model={compare_job.MODELS_DIR}/1,name=base"]
