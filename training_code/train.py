@@ -469,7 +469,8 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
         kept in memory and training stops after `patience` epochs without a better score."""
 
         def __init__(self, qrels: retrieval.Qrels) -> None:
-            self.qrels, self.scores, self.best_state = qrels, [], None
+            self.qrels, self.best_state = qrels, None
+            self.scores: list[dict] = []
             self.best_score, self.best_epoch, self.since_best = float("-inf"), 0, 0
 
         def on_epoch_end(self, args, state, control, **kwargs):

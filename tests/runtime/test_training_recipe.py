@@ -1,0 +1,154 @@
+"""The training recipe's options: hard negatives mined with the base model, the best epoch
+picked on pairs held out of train, and how bad values for them are refused.
+
+The mined negatives are checked against a ranking computed here with the same model: the
+nearest documents that are not the query's own and score below (1 - margin) x the positive.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semsearch.cli import main as cli
+from training_code import train as train_mod
+from training_code.pairs import Pair
+from training_code.train import Config, InputError, mine_negatives
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    m = SentenceTransformer(str(model_dir), device="cpu")
+    m.max_seq_length = 64
+    return m
+
+
+@pytest.fixture(scope="module")
+def pairs(dev_pairs) -> list[Pair]:
+    """40 Debian pairs, plus a near-copy of the first document paired with another query:
+    for the first query it is the nearest text after its own, and it is not a wrong answer."""
+    base = [Pair(p["query"], p["text"]) for p in dev_pairs[:40]]
+    # One word changed, within the 64 tokens the model reads.
+    assert "enabled system." in base[0].text
+    near_copy = Pair(base[0].query + " (setup)", base[0].text.replace("enabled system.", "enabled setup."))
+    return [*base, near_copy]
+
+
+def reference_negatives(model, pairs: list[Pair], n: int, range_min: int, margin: float) -> dict[str, list[str]]:
+    """Per query: its n negatives as the option promises them, ranked here with the same model."""
+    documents = list(dict.fromkeys(p.text for p in pairs))
+    own: dict[str, set[str]] = {}
+    for p in pairs:
+        own.setdefault(p.query, set()).add(p.text)
+    queries = list(own)
+    q = model.encode(queries, normalize_embeddings=True)
+    d = model.encode(documents, normalize_embeddings=True)
+    scores = q @ d.T
+    out = {}
+    for i, query in enumerate(queries):
+        positive = min(scores[i, documents.index(t)] for t in own[query])
+        ranked = [j for j in np.argsort(-scores[i], kind="stable")
+                  if documents[j] not in own[query] and scores[i, j] <= positive - abs(positive) * margin]
+        out[query] = [documents[j] for j in ranked[range_min:range_min + n]]
+    return out
+
+
+def config(**changes) -> Config:
+    return Config(train="-", model_dir="-", base_model="-", output_data_dir="-", seed=7, **changes)
+
+
+def test_the_near_copy_would_be_the_hardest_negative_without_the_margin(model, pairs):
+    # What makes the next test meaningful: by score alone the near-copy is the first
+    # candidate for the first query, and within 5% of its positive.
+    q, pos, near = model.encode([pairs[0].query, pairs[0].text, pairs[-1].text], normalize_embeddings=True)
+    others = model.encode([p.text for p in pairs[1:-1]], normalize_embeddings=True)
+    assert q @ near > (others @ q).max()
+    assert q @ near > 0.95 * (q @ pos)
+
+
+@pytest.mark.parametrize("n, range_min", [(2, 0), (3, 2)])
+def test_mined_negatives_are_the_nearest_non_answers(model, pairs, n, range_min):
+    columns, info = mine_negatives(model, pairs, config(hard_negatives=n, hard_negative_range_min=range_min,
+                                                        hard_negative_margin=0.05))
+    assert list(columns) == [f"negative_{i}" for i in range(1, n + 1)]
+    assert all(len(column) == len(pairs) for column in columns.values())
+    rows = [[columns[f"negative_{i}"][r] for i in range(1, n + 1)] for r in range(len(pairs))]
+    expected = reference_negatives(model, pairs, n, range_min, 0.05)
+    for pair, negatives in zip(pairs, rows, strict=True):
+        assert pair.text not in negatives
+        assert len(set(negatives)) == n
+        assert negatives == expected[pair.query], pair.query
+    assert pairs[-1].text not in rows[0]  # the near-copy of the first query's answer
+    assert info == {"per_pair": n, "candidates": len(pairs), "range_min": range_min, "relative_margin": 0.05,
+                    "pairs_filled_randomly": 0}
+
+
+def test_a_pair_short_of_candidates_is_filled_with_other_documents(model, pairs):
+    # With a margin of 0.9 almost nothing is far enough below the positive: the pairs the
+    # miner gives up on get other training documents, never their own.
+    few = pairs[:6]
+    columns, info = mine_negatives(model, few, config(hard_negatives=4, hard_negative_margin=0.9))
+    assert info["pairs_filled_randomly"] > 0
+    for r, pair in enumerate(few):
+        negatives = [columns[f"negative_{i}"][r] for i in range(1, 5)]
+        assert pair.text not in negatives and len(set(negatives)) == 4
+        assert set(negatives) <= {p.text for p in few}
+
+
+def test_more_negatives_than_documents_is_refused(model, pairs):
+    with pytest.raises(InputError, match="--hard-negatives 9: the training set has only 5 distinct documents"):
+        mine_negatives(model, pairs[:5], config(hard_negatives=9))
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--hard-negatives", "-1", "--hard-negatives must be 0 (off) or a positive count, got -1"),
+    ("--hard-negative-range-min", "-2", "--hard-negative-range-min must be 0 or more, got -2"),
+    ("--hard-negative-margin", "1.5", "--hard-negative-margin must be in [0, 1) (a share of the positive's score), "
+                                      "got 1.5"),
+    ("--validation-pairs", "-5", "--validation-pairs must be 0 (off) or a positive count, got -5"),
+    ("--early-stopping-patience", "0", "--early-stopping-patience must be 1 or more, got 0"),
+])
+def test_bad_recipe_values_are_refused_before_training(tmp_path, capsys, model_dir, dev_pairs, flag, value, message):
+    data = write_jsonl(tmp_path / "pairs.jsonl", dev_pairs[:8])
+    out = tmp_path / "job"
+    assert train_mod.main(["--train", str(data), "--base-model", str(model_dir), "--model-dir", str(out),
+                           "--inference-code", "", flag, value]) == 2
+    assert f"train.py: error: {message}" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+    # semsearch train runs the same check and says the same.
+    assert cli(["train", "--train", str(data), "--out", str(tmp_path / "cli"), "--no-code", "--quiet",
+                flag, value]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_recipe_options_run_and_land_in_metrics_json(tmp_path, dev_pairs):
+    train = write_jsonl(tmp_path / "train.jsonl", dev_pairs[:56])
+    dev = write_jsonl(tmp_path / "dev.jsonl", dev_pairs[100:132])
+    out = tmp_path / "out"
+    assert cli(["train", "--train", str(train), "--eval", str(dev), "--out", str(out), "--no-code", "--quiet",
+                "--epochs", "2", "--batch-size", "16", "--max-seq-length", "32", "--hard-negatives", "2",
+                "--hard-negative-range-min", "1", "--hard-negative-margin", "0.1", "--validation-pairs", "8",
+                "--early-stopping-patience", "2"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    hp = m["hyperparameters"]
+    assert (hp["hard_negatives"], hp["hard_negative_range_min"], hp["hard_negative_margin"]) == (2, 1, 0.1)
+    assert (hp["validation_pairs"], hp["early_stopping_patience"]) == (8, 2)
+    t = m["train"]
+    # The 8 validation queries were carved from the 56 training pairs (no sample left any out).
+    assert (t["pairs"], t["validation_queries"]) == (48, 8)
+    assert t["hard_negatives"] == {"per_pair": 2, "candidates": 48, "range_min": 1, "relative_margin": 0.1,
+                                   "pairs_filled_randomly": t["hard_negatives"]["pairs_filled_randomly"]}
+    selection = t["epoch_selection"]
+    assert [s["epoch"] for s in selection["scores"]] == [1.0, 2.0]  # patience 2: both epochs run
+    assert selection["best_epoch"] == max(selection["scores"], key=lambda s: s["ndcg@10"])["epoch"]
+    assert selection["queries"] == 8 and t["epochs_run"] == 2.0
