@@ -36,7 +36,7 @@ from constructs import Construct
 
 from semsearch import compare_job, container_wheels
 from stacks import images
-from stacks.catalog import INSTANCES
+from stacks.catalog import INSTANCES, InstanceSpec
 from stacks.components.fine_tune_workflow import (
     JOBS_PREFIX,
     TRAINING_PREFIX,
@@ -129,7 +129,7 @@ class CompareWorkflow(Construct):
         grant_sync_job(self.state_machine.role, name_prefix, "Processing")
         grant_pass_to_sagemaker(self.job_role, self.state_machine.role)
 
-    def _processing_job(self, jobs: JobsConfig, instance, bundle: s3_assets.Asset, kms_key: kms.IKey,
+    def _processing_job(self, jobs: JobsConfig, instance: InstanceSpec, bundle: s3_assets.Asset, kms_key: kms.IKey,
                         bucket_uri: str) -> sfn.CustomState:
         """CreateProcessingJob (.sync): code and pairs inputs, one input per model, compare.json out."""
         image = images.image_uri(self, "pytorch-training", images.PYTORCH_TRAINING_VERSION,
