@@ -19,6 +19,12 @@ Everything is measured in one run, so the ratios share the machine's conditions:
   is max/min of those across rows, 1.0 on a quiet machine.
 - latency percentiles at concurrency 2 (``semsearch loadtest`` code, 32-text requests).
 - peak RSS (VmHWM) of each server process.
+- TEI as a second baseline (row ``tei``, flavor tei): TEI's own router (semsearch.local.tei's
+  find_tei: $SEMSEARCH_TEI_BIN, else ../shared/tools/tei/) on the same model's ONNX graph,
+  sent the same requests in the connector's TEI body, directly (no SigV4 front); skipped
+  with the reason when no router is found.
+- ``throughput``: one line per row (flavor, mode, path, tokens/s, the cores and the CPU it ran
+  on with its instruction-set flags), which `semsearch cost` maps to instance families.
 
 Texts: the "text" field of the Debian dev split (../shared/data/debian-descriptions/dev.jsonl,
 or $SEMSEARCH_DATA_DIR). ``python -m bench.inference --help`` for the knobs.
@@ -55,6 +61,8 @@ def read_pairs(limit: int) -> list[dict]:
 class Server:
     """`semsearch serve` in its own process, so its memory and threads are its own."""
 
+    flavor = "custom"
+
     def __init__(self, mode: str, threads: int, backend: str | None = None):
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         env.pop("SEMSEARCH_BACKEND", None)  # a row without a backend measures the server's own choice
@@ -74,8 +82,11 @@ class Server:
         self.conn.request("GET", "/ping")
         return json.loads(self.conn.getresponse().read())
 
+    def body(self, texts: list[str]) -> bytes:
+        return json.dumps(texts).encode()
+
     def post(self, texts: list[str]) -> bytes:
-        self.conn.request("POST", "/invocations", body=json.dumps(texts).encode(),
+        self.conn.request("POST", "/invocations", body=self.body(texts),
                           headers={"Content-Type": "application/json"})
         response = self.conn.getresponse()
         data = response.read()
@@ -95,6 +106,45 @@ class Server:
         self.conn.close()
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=120)
+
+
+class TeiServer(Server):
+    """TEI's own router (CPU build, ONNX Runtime fp32) on the packaged model, as the local stack
+    starts it, sent the connector's TEI body directly."""
+
+    flavor = "tei"
+
+    def __init__(self, source, model_dir: Path, work_dir: Path):
+        from semsearch.local.tei import stage_serving, start_tei
+
+        # The router's own /invocations, not the SigV4 front: the front would only add a hop.
+        self.running = start_tei(source, model_dir, work_dir=work_dir, serving=stage_serving(), name="bench",
+                                 region="us-east-1")
+        self.proc = self.running.process
+        self.url = self.running.tei_url
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        self.info = self.running.info
+        self.work_dir = work_dir
+
+    def ping(self) -> dict:
+        return {"path": "tei onnx fp32", "why": f"TEI {self.info.get('version')} router "
+                f"({self.running.source.describe()}), --dtype float32: ONNX Runtime"}
+
+    def body(self, texts: list[str]) -> bytes:
+        from semsearch.loadtest import request_body
+
+        return request_body("tei", texts)
+
+    def embed(self, texts: list[str], size: int = 32) -> np.ndarray:
+        return super().embed(texts, size)  # TEI refuses more than max_client_batch_size texts
+
+    def stop(self) -> None:
+        import shutil
+
+        self.conn.close()
+        self.running.stop()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
 def recall_at_3(queries: np.ndarray, docs: np.ndarray) -> float:
@@ -140,6 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", default="exact:onnx,exact,fast:onnx,fast",
                         help="servers to measure, comma-separated: MODE (the backend picked for this CPU) or "
                         "MODE:BACKEND (default: exact:onnx,exact,fast:onnx,fast)")
+    parser.add_argument("--tei", choices=("auto", "off"), default="auto",
+                        help="auto (default): add TEI's own router as row 'tei' when one is found; off: skip it")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="threads for both sides (default: every core); 1 is least disturbed by other load")
     args = parser.parse_args(argv)
@@ -166,16 +218,34 @@ def main(argv: list[str] | None = None) -> dict:
     st = SentenceTransformer(str(model_dir), device="cpu")
 
     result: dict = {
-        "machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": _cpu_name(), "python": platform.python_version(),
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": _cpu_name(), "cpu_flags": _cpu_flags(),
+                    "python": platform.python_version(),
                     "load_average_at_start": os.getloadavg()[0]},
         "setup": {"model": DEFAULT_MODEL_ID, "texts_per_request": REQUEST_SIZE, "requests": len(batches),
                   "rounds": args.rounds, "texts": len(texts), "tokens": tokens, "mean_tokens": tokens / len(texts),
                   "threads": threads, "recall_pairs": args.pairs},
     }
     vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for row in args.rows.split(","):
+    rows = args.rows.split(",")
+    tei_source = None
+    if args.tei == "auto":
+        from semsearch.local.tei import TeiNotFound, find_tei
+
+        try:
+            tei_source = find_tei()
+            rows.append("tei")
+        except TeiNotFound as e:
+            result["tei"] = {"skipped": str(e)}
+    for row in rows:
         mode, _, backend = row.partition(":")
-        server = Server(mode, threads, backend or None)
+        if row == "tei":
+            import tempfile
+
+            work_dir = Path(tempfile.mkdtemp(prefix="bench-tei-"))
+            server: Server = TeiServer(tei_source, model_dir, work_dir)
+            mode = "tei"
+        else:
+            server = Server(mode, threads, backend or None)
         try:
             served = server.ping()
             base_times, server_times, reference, got = interleaved(st, server, batches, args.rounds)
@@ -183,12 +253,13 @@ def main(argv: list[str] | None = None) -> dict:
             cos = (unit(reference) * unit(got)).sum(axis=1)
             load = loadtest(url_sender_factory(server.url), target=server.url, requests=8,
                             concurrency=2, batch_size=REQUEST_SIZE, texts=texts, count_tokens=count_tokens,
-                            flavor="custom")
+                            flavor=server.flavor)
             if args.pairs:
                 vectors[row] = (server.embed([p["query"] for p in pairs[: args.pairs]]),
                                 server.embed([p["text"] for p in pairs[: args.pairs]]))
             n = len(texts) * args.rounds
             result[row] = {
+                "flavor": server.flavor,
                 "mode": mode,
                 "path": served["path"],
                 "why": served["why"],
@@ -213,9 +284,16 @@ def main(argv: list[str] | None = None) -> dict:
         for row in vectors:
             result[row]["recall_at_3_delta_points"] = 100 * (result[row]["recall_at_3"] -
                                                              result[fp32_row]["recall_at_3"])
-    baselines = [result[row]["baseline_texts_per_s"] for row in args.rows.split(",")]
+    baselines = [result[row]["baseline_texts_per_s"] for row in rows]
     result["baseline_spread"] = max(baselines) / min(baselines)
     result["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    result["throughput"] = [
+        {"row": row, "flavor": result[row]["flavor"],
+         "mode": None if result[row]["flavor"] == "tei" else result[row]["mode"], "path": result[row]["path"],
+         "tokens_per_s": result[row]["tokens_per_s"], "texts_per_s": result[row]["texts_per_s"],
+         "ratio_vs_baseline": result[row]["ratio_vs_baseline"], "cores": threads,
+         "cpu": result["machine"]["cpu"], "cpu_flags": result["machine"]["cpu_flags"]}
+        for row in rows]
     result["targets"] = _targets(result)
     return result
 
@@ -237,6 +315,18 @@ def _targets(result: dict) -> dict:
             if "recall_at_3_delta_points" in figures:
                 checks[f"{row}: recall@3 within 0.5 points"] = abs(figures["recall_at_3_delta_points"]) <= 0.5
     return checks
+
+
+#: The instruction-set flags that decide which serving path a CPU takes and how fast it runs
+#: (semsearch/cost.py maps a measured row to the instance families that have the same ones).
+CPU_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def _cpu_flags() -> list[str]:
+    from inference_code.embedder import read_cpu_flags
+
+    present = read_cpu_flags()
+    return [f for f in CPU_FLAGS if f in present]
 
 
 def _cpu_name() -> str:
