@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> dict:
                         help="auto (default): add TEI's own router as row 'tei' when one is found; off: skip it")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="threads for both sides (default: every core); 1 is least disturbed by other load")
+    parser.add_argument("--publish", action="store_true",
+                        help="also copy the throughput list, labelled with this CPU and today's date, to "
+                        "semsearch/measured_throughput.json: the figures `semsearch cost` prices with where no "
+                        "bench/results/inference.json is (commit it)")
     args = parser.parse_args(argv)
 
     import torch
@@ -295,7 +299,31 @@ def main(argv: list[str] | None = None) -> dict:
          "cpu": result["machine"]["cpu"], "cpu_flags": result["machine"]["cpu_flags"]}
         for row in rows]
     result["targets"] = _targets(result)
+    if args.publish:
+        print(f"bench: published {publish(result)}", file=sys.stderr)
     return result
+
+
+PUBLISHED = Path(__file__).resolve().parent.parent / "semsearch" / "measured_throughput.json"
+
+
+def publish(result: dict, path: Path = PUBLISHED) -> Path:
+    """Write the run's throughput list where `semsearch cost` reads published measurements."""
+    import datetime
+
+    published = {
+        "note": "Measured by `python -m bench.inference --publish` (written by it, not by hand): tokens/s per "
+                "flavor, mode and serving path on the CPU named in each row, 32-text requests over HTTP. "
+                "`semsearch cost` maps each row to the instance families whose CPUs have the same instructions "
+                "for that path and scales by vCPUs; a bench/results/inference.json in the checkout wins.",
+        "measured_at": datetime.date.today().isoformat(),
+        "machine": result["machine"],
+        "setup": result["setup"],
+        "baseline_spread": result["baseline_spread"],
+        "throughput": result["throughput"],
+    }
+    path.write_text(json.dumps(published, indent=2) + "\n")
+    return path
 
 
 def _targets(result: dict) -> dict:

@@ -24,15 +24,20 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 @pytest.fixture
-def in_repo(monkeypatch):
-    # Like cdk, the CLI reads cdk.json from the working directory.
+def in_repo(monkeypatch, tmp_path):
+    # Like cdk, the CLI reads cdk.json from the working directory. A developer's own
+    # bench/results/inference.json would win over the published figures: the golden files
+    # are computed from the published ones.
     monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setattr(cost, "BENCH_RESULTS", tmp_path / "no-bench-results.json")
 
 
 @pytest.fixture
 def in_empty_dir(monkeypatch, tmp_path):
-    # No cdk.json and no bench results: the packaged throughput assumptions only.
+    # No cdk.json, no bench results and no published measurements: the packaged throughput
+    # assumptions only (tests that want measurements write them).
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cost, "PUBLISHED_MEASUREMENTS", tmp_path / "no-published-measurements.json")
     return tmp_path
 
 
@@ -239,9 +244,13 @@ def test_per_million_tokens_arithmetic():
     assert cost.usd_per_million_tokens(3600, 1_000_000) == pytest.approx(1.0)
 
 
+def tei_rows(table: dict) -> dict:
+    return {r["instance_type"]: r for r in table["instances"] if r["flavor"] == "tei"}
+
+
 def test_per_million_tokens_defaults_are_labelled_assumptions(in_empty_dir, capsys):
     table = run_json(capsys, "--per-million-tokens")
-    rows = {r["instance_type"]: r for r in table["instances"]}
+    rows = tei_rows(table)
     assert list(rows) == ["ml.g5.xlarge", "ml.c6i.xlarge"]
     assert rows["ml.g5.xlarge"]["tokens_per_s"] == 33_000
     assert rows["ml.g5.xlarge"]["usd_per_million_tokens"] == 0.0119
@@ -249,27 +258,165 @@ def test_per_million_tokens_defaults_are_labelled_assumptions(in_empty_dir, caps
     assert rows["ml.c6i.xlarge"]["tokens_per_s"] == 2_000
     assert rows["ml.c6i.xlarge"]["usd_per_million_tokens"] == 0.0283
     assert rows["ml.c6i.xlarge"]["source"].startswith("assumption")
+    # Without the bench, nothing else has a figure, and the table says why.
+    assert [r["flavor"] for r in table["instances"]] == ["tei", "tei"]
+    missing = {(r["instance_type"], r["flavor"], r["mode"]): r["source"] for r in table["not_measured"]}
+    assert missing[("ml.c7i.xlarge", "tei", None)].startswith("not measured: no bench/results/inference.json")
+    assert "figure is TEI's" in missing[("ml.c6i.xlarge", "custom", "exact")]
+    assert any("no bench/results/inference.json" in n for n in table["notes"])
 
 
-def test_c6i_figure_is_derived_from_our_cpu_bench_when_it_has_run(in_empty_dir, capsys):
-    bench = in_empty_dir / "bench" / "results" / "inference.json"
-    bench.parent.mkdir(parents=True)
-    bench.write_text(json.dumps({"model": "all-MiniLM-L6-v2",
-                                 "runs": [{"batch": 1, "tokens_per_s": 400.0}, {"batch": 32, "tokens_per_s": 1500.0}]}))
-    rows = {r["instance_type"]: r for r in run_json(capsys, "--per-million-tokens")["instances"]}
-    c6i = rows["ml.c6i.xlarge"]
-    assert c6i["tokens_per_s"] == 3000.0  # the best run, × 2 for 4 vCPUs
-    assert c6i["source"].startswith("derived: bench/results/inference.json runs[1].tokens_per_s = 1500")
-    assert c6i["usd_per_million_tokens"] == round(0.204 / (3000 * 3600) * 1e6, 4)
+# A bench run on this machine's kind of CPU (AMX) and on an Ice Lake one, as bench.inference writes them.
+AMX = ["avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
+ICE_LAKE = ["avx512f", "avx512_vnni"]
 
 
-def test_bench_file_without_a_figure_keeps_the_assumption_and_says_so(in_empty_dir, capsys):
-    bench = in_empty_dir / "bench" / "results" / "inference.json"
-    bench.parent.mkdir(parents=True)
-    bench.write_text(json.dumps({"latency_ms": 12}))
+def bench_rows(flags: list[str], cpu: str = "Intel(R) Xeon(R) Processor") -> list[dict]:
+    def row(name, flavor, mode, path, tps):
+        return {"row": name, "flavor": flavor, "mode": mode, "path": path, "tokens_per_s": tps,
+                "texts_per_s": tps / 60, "ratio_vs_baseline": 1.0, "cores": 2, "cpu": cpu, "cpu_flags": flags}
+
+    fast_path = "openvino bf16" if "amx_bf16" in flags else "onnx int8"
+    exact_path = "openvino bf16" if "avx512_bf16" in flags else "onnx fp32"
+    return [row("exact:onnx", "custom", "exact", "onnx fp32", 4000.0),
+            row("exact", "custom", "exact", exact_path, 8000.0 if exact_path != "onnx fp32" else 4100.0),
+            row("fast:onnx", "custom", "fast", "onnx int8", 7000.0),
+            row("fast", "custom", "fast", fast_path, 9000.0 if fast_path != "onnx int8" else 7100.0),
+            row("tei", "tei", None, "tei onnx fp32", 2000.0)]
+
+
+def write_bench(directory: Path, rows) -> Path:
+    bench = directory / "bench" / "results" / "inference.json"
+    bench.parent.mkdir(parents=True, exist_ok=True)
+    bench.write_text(json.dumps({"machine": {"cpus": 2}, "throughput": rows}))
+    return bench
+
+
+def figures(table: dict) -> dict:
+    """(instance, serves) -> tokens/s, None where not measured."""
+    out = {(r["instance_type"], cost._serves(r["flavor"], r["mode"])): r["tokens_per_s"] for r in table["instances"]}
+    out.update({(r["instance_type"], cost._serves(r["flavor"], r["mode"])): None for r in table["not_measured"]})
+    return out
+
+
+def test_amx_measurements_map_to_c7i_and_what_ice_lake_would_run_to_c6i(in_empty_dir, capsys):
+    write_bench(in_empty_dir, bench_rows(AMX))
     table = run_json(capsys, "--per-million-tokens")
-    assert {r["instance_type"]: r["tokens_per_s"] for r in table["instances"]}["ml.c6i.xlarge"] == 2_000
-    assert any("no tokens_per_s" in n for n in table["notes"])
+    assert figures(table) == {
+        # TEI and our exact-mode fp32 path use no AMX/bf16: they stand for both CPUs, x 4/2 vCPUs.
+        ("ml.c7i.xlarge", "tei"): 4000.0, ("ml.c6i.xlarge", "tei"): 4000.0,
+        ("ml.c6i.xlarge", "custom exact"): 8000.0,
+        # On c7i the handler serves bf16 (AMX), measured here.
+        ("ml.c7i.xlarge", "custom exact"): 16_000.0, ("ml.c7i.xlarge", "custom fast"): 18_000.0,
+        # c6i's fast mode is int8 on VNNI; int8 here had AMX int8 too: not the same instructions.
+        ("ml.c6i.xlarge", "custom fast"): None,
+        # The GPU: TEI's labelled assumption, and nothing for our handler.
+        ("ml.g5.xlarge", "tei"): 33_000, ("ml.g5.xlarge", "custom exact"): None, ("ml.g5.xlarge", "custom fast"): None,
+    }
+    rows = {(r["instance_type"], cost._serves(r["flavor"], r["mode"])): r for r in table["instances"]}
+    c7i_exact = rows[("ml.c7i.xlarge", "custom exact")]
+    assert c7i_exact["path"] == "openvino bf16" and c7i_exact["measured_on"] == "Intel(R) Xeon(R) Processor"
+    assert c7i_exact["source"].startswith("derived: bench/results/inference.json row 'exact' (openvino bf16) = 8,000 "
+                                          "tokens/s on 2 cores of Intel(R) Xeon(R) Processor x 4/2 for 4 vCPUs")
+    assert c7i_exact["usd_per_million_tokens"] == round(0.2142 / (16_000 * 3600) * 1e6, 4)
+    assert rows[("ml.c6i.xlarge", "custom exact")]["path"] == "onnx fp32"
+    assert "row 'exact:onnx'" in rows[("ml.c6i.xlarge", "custom exact")]["source"]
+    assert "row 'tei'" in rows[("ml.c6i.xlarge", "tei")]["source"]
+    (c6i_fast,) = [r for r in table["not_measured"] if r["instance_type"] == "ml.c6i.xlarge"]
+    assert c6i_fast["path"] == "onnx int8"
+    assert c6i_fast["source"] == ("not measured: onnx int8 ran here on Intel(R) Xeon(R) Processor with amx_int8, "
+                                  "avx512_vnni; c6i (3rd gen Intel Xeon (Ice Lake)) has avx512_vnni")
+    assert any("measured on Intel(R) Xeon(R) Processor" in n for n in table["notes"])
+
+
+def test_ice_lake_measurements_do_not_stand_for_c7i_bf16(in_empty_dir, capsys):
+    write_bench(in_empty_dir, bench_rows(ICE_LAKE, cpu="Intel Xeon Platinum 8375C"))
+    table = run_json(capsys, "--per-million-tokens")
+    got = figures(table)
+    assert got[("ml.c6i.xlarge", "custom fast")] == 14_200.0  # the int8 row the handler picked there
+    assert got[("ml.c6i.xlarge", "custom exact")] == 8200.0
+    assert got[("ml.c7i.xlarge", "tei")] == 4000.0
+    assert got[("ml.c7i.xlarge", "custom exact")] is None and got[("ml.c7i.xlarge", "custom fast")] is None
+    (c7i_exact,) = [r for r in table["not_measured"]
+                    if r["instance_type"] == "ml.c7i.xlarge" and r["mode"] == "exact"]
+    assert c7i_exact["source"] == ("not measured: bench/results/inference.json has no row for custom exact on "
+                                   "openvino bf16 (the path c7i serves with)")
+
+
+def test_text_table_says_not_measured(in_empty_dir, capsys):
+    write_bench(in_empty_dir, bench_rows(AMX))
+    assert main(["cost", "--per-million-tokens"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (c6i_fast,) = [line for line in lines if line.startswith("ml.c6i.xlarge") and "custom fast" in line]
+    assert "not measured" in c6i_fast and "onnx int8" in c6i_fast
+    (c7i_tei,) = [line for line in lines if line.startswith("ml.c7i.xlarge") and " tei " in line]
+    assert "4,000" in c7i_tei and "derived" in c7i_tei
+
+
+def test_the_handlers_path_choice_matches_the_embedders():
+    from inference_code import embedder
+
+    assert cost.EXACT_BF16_FLAGS == embedder.BF16_FLAGS
+    assert cost.FAST_BF16_FLAGS == embedder.FAST_BF16_FLAGS
+    assert set(cost.PATH_FLAGS) >= {cost.served_path(f, m, c.flags) for f, m in cost.SERVES
+                                    for c in cost.CPU_FAMILIES.values()}
+
+
+def _stage(overrides: list[str]):
+    from stacks.config import load_config
+
+    return load_config(cost.read_context(REPO_ROOT, overrides, "dev")).stage("dev")
+
+
+@pytest.mark.parametrize(("overrides", "path", "tokens_per_s"), [
+    ([], "tei onnx fp32", 4000.0),  # the default dev stage serves TEI: TEI's speed, not our fast mode's
+    (["dev.endpoints.cpu.flavor=custom", "dev.endpoints.cpu.model_data_s3_uri=s3://my-bucket/model.tar.gz"],
+     "onnx fp32", 8000.0),
+    (["dev.endpoints.cpu.flavor=custom", "dev.endpoints.cpu.model_data_s3_uri=s3://my-bucket/model.tar.gz",
+      "dev.endpoints.cpu.instance_type=ml.c7i.xlarge"], "openvino bf16", 16_000.0),
+])
+def test_a_stage_costs_tokens_at_the_speed_of_what_it_serves(tmp_path, overrides, path, tokens_per_s):
+    bench = write_bench(tmp_path, bench_rows(AMX))
+    estimate = cost.estimate_stage(_stage(overrides), cost.load_prices(), cost.load_throughput_table(bench_file=bench))
+    (row,) = estimate["per_million_tokens"]
+    assert (row["endpoint"], row["path"], row["tokens_per_s"]) == ("cpu", path, tokens_per_s)
+    usd_per_hour = item(estimate, "endpoint cpu")["unit_usd"]
+    assert row["usd_per_million_tokens"] == round(usd_per_hour / (tokens_per_s * 3600) * 1e6, 4)
+    assert any(n.startswith(f"endpoint cpu ({row['flavor']}") and f"{tokens_per_s:,.0f} tokens/s" in n
+               for n in estimate["notes"])
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda rows: rows[0].update(tokens_per_s=0), "throughput[0]: bad tokens_per_s 0"),
+    (lambda rows: rows[4].update(mode="fast"), "throughput[4]: bad mode 'fast'; allowed: for flavor tei null"),
+    (lambda rows: rows[1].update(flavor="triton"), "throughput[1]: bad flavor 'triton'"),
+    (lambda rows: rows[2].pop("cpu_flags"), "throughput[2]: bad cpu_flags None"),
+    (lambda rows: rows[3].update(cores="2"), "throughput[3]: bad cores '2'"),
+])
+def test_a_bad_bench_row_is_a_clear_error(in_empty_dir, capsys, mutate, message):
+    rows = bench_rows(AMX)
+    mutate(rows)
+    write_bench(in_empty_dir, rows)
+    err = run_failing(capsys, "--per-million-tokens")
+    assert f"bench/results/inference.json {message}" in err and "python -m bench.inference" in err
+
+
+@pytest.mark.parametrize("content", ['{"exact": {"tokens_per_s": 8000}}', "[1, 2]", "{not json"])
+def test_a_bench_file_without_the_throughput_list_is_a_clear_error(in_empty_dir, capsys, content):
+    bench = write_bench(in_empty_dir, [])
+    bench.write_text(content)
+    err = run_failing(capsys, "--per-million-tokens")
+    assert "bench/results/inference.json" in err and err.count("\n") == 1
+
+
+def test_the_committed_bench_results_are_measured_rows(in_repo, capsys):
+    # What the repository ships: the CPU rows come from the published bench run, never the packaged assumption.
+    table = run_json(capsys, "--per-million-tokens")
+    cpu = [r for r in [*table["instances"], *table["not_measured"]] if r["instance_type"] != "ml.g5.xlarge"]
+    assert cpu and all(r["source"].startswith(("derived: semsearch/measured_throughput.json", "not measured"))
+                       for r in cpu)
+    assert {(r["instance_type"], r["flavor"]) for r in table["instances"]} >= {
+        ("ml.c6i.xlarge", "tei"), ("ml.c7i.xlarge", "tei")}
 
 
 def test_throughput_file_wins_and_adds_instances(in_empty_dir, capsys):
@@ -278,7 +425,7 @@ def test_throughput_file_wins_and_adds_instances(in_empty_dir, capsys):
         "ml.c6i.xlarge": {"tokens_per_s": 2500, "source": "measured: loadtest 2026-11-01"},
         "ml.g6.xlarge": {"tokens_per_s": 40_000, "source": "measured: loadtest 2026-11-02"}}}))
     table = run_json(capsys, "--per-million-tokens", "--throughput", str(measured))
-    rows = {r["instance_type"]: r for r in table["instances"]}
+    rows = tei_rows(table)
     assert list(rows) == ["ml.g5.xlarge", "ml.c6i.xlarge", "ml.g6.xlarge"]
     assert rows["ml.c6i.xlarge"]["source"] == "measured: loadtest 2026-11-01"
     assert rows["ml.g6.xlarge"]["usd_per_million_tokens"] == round(1.0064 / (40_000 * 3600) * 1e6, 4)
@@ -303,7 +450,7 @@ def test_per_million_tokens_text_output(in_empty_dir, capsys):
     assert main(["cost", "--per-million-tokens"]) == 0
     out = capsys.readouterr().out
     assert "USD per 1M tokens embedded" in out
-    assert "0.0119" in out and "0.0283" in out and "assumption" in out
+    assert "0.0119" in out and "0.0283" in out and "assumption" in out and "not measured" in out
 
 
 def test_data_files_ship_inside_the_package():
@@ -356,3 +503,67 @@ def test_a_bedrock_model_missing_from_the_table_names_it_and_the_file(in_repo, c
     with pytest.raises(cost.UsageError) as caught:
         cost.load_prices(default=trimmed).bedrock("cohere.embed-english-v3")
     assert "'cohere.embed-english-v3'" in str(caught.value) and str(trimmed) in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------
+# Published measurements: what a fresh clone or an installed CLI prices with
+
+
+def test_the_published_measurements_are_what_the_bench_writes_labelled_with_their_cpu():
+    published = json.loads(cost.PUBLISHED_MEASUREMENTS.read_text())
+    rows = cost.read_bench(cost.PUBLISHED_MEASUREMENTS)
+    assert {(r.flavor, r.mode) for r in rows} >= {("custom", "exact"), ("custom", "fast")}
+    for r in rows:
+        assert r.cpu == published["machine"]["cpu"] and r.cores == published["setup"]["threads"]
+        assert r.cpu_flags == frozenset(published["machine"]["cpu_flags"])
+    assert published["measured_at"][:2] == "20" and "bench.inference --publish" in published["note"]
+
+
+def test_without_bench_results_the_cpu_rows_are_priced_from_the_published_measurements(
+        monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    table = run_json(capsys, "--per-million-tokens")
+    published = {(r.flavor, r.mode, r.path): r for r in cost.read_bench(cost.PUBLISHED_MEASUREMENTS)}
+    rows = {(r["instance_type"], r["flavor"], r["mode"]): r for r in table["instances"]}
+    exact = rows[("ml.c6i.xlarge", "custom", "exact")]
+    measured = published[("custom", "exact", exact["path"])]
+    assert exact["tokens_per_s"] == pytest.approx(measured.tokens_per_s * 4 / measured.cores)
+    assert "semsearch/measured_throughput.json" in exact["source"] and str(tmp_path) not in exact["source"]
+    assert not any(r["source"].startswith("assumption") for k, r in rows.items() if k[0] != "ml.g5.xlarge")
+    assert any("published" in n and "bench.inference --publish" in n for n in table["notes"])
+
+
+def test_a_local_bench_run_wins_over_the_published_measurements(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_bench(tmp_path, bench_rows(AMX))
+    rows = {(r["instance_type"], r["flavor"], r["mode"]): r for r in run_json(capsys, "--per-million-tokens")["instances"]}
+    assert rows[("ml.c7i.xlarge", "custom", "exact")]["tokens_per_s"] == 16_000.0
+    assert "bench/results/inference.json" in rows[("ml.c7i.xlarge", "custom", "exact")]["source"]
+
+
+def test_bench_publish_writes_a_file_cost_reads(tmp_path):
+    from bench.inference import publish
+
+    result = {"machine": {"cpus": 2, "cpu": "Intel(R) Xeon(R) Processor", "cpu_flags": AMX}, "setup": {"threads": 2},
+              "baseline_spread": 1.01, "throughput": bench_rows(AMX)}
+    path = publish(result, tmp_path / "measured_throughput.json")
+    assert cost.read_bench(path) == cost.read_bench(write_bench(tmp_path, bench_rows(AMX)))
+    assert json.loads(path.read_text())["machine"]["cpu"] == "Intel(R) Xeon(R) Processor"
+
+
+def test_the_dev_endpoint_runs_on_the_cpu_instance_cheapest_per_token_for_what_it_serves(in_repo):
+    """Issue 15: the default dev endpoint sits on the 4-vCPU CPU instance that wins on USD per 1M
+    tokens for its flavor, by the published measurements (a tie in speed goes to the cheaper hour)."""
+    from stacks.config import load_config
+
+    (dev,) = load_config(cost.read_context(REPO_ROOT, [], "dev")).stages
+    (endpoint,) = dev.endpoints.values()
+    prices, throughput = cost.load_prices(), cost.load_throughput_table()
+    mode = None if endpoint.flavor == "tei" else "exact"
+    per_million = {}
+    for name in ("ml.c6i.xlarge", "ml.c7i.xlarge", "ml.m6i.xlarge", "ml.m5.xlarge"):
+        figure = throughput.figure(name, endpoint.flavor, mode)
+        if figure["tokens_per_s"] is not None:
+            per_million[name] = cost.usd_per_million_tokens(prices.sagemaker("hosting", name), figure["tokens_per_s"])
+    assert endpoint.instance_type in per_million
+    assert endpoint.instance_type == min(per_million, key=per_million.__getitem__), per_million
