@@ -224,8 +224,10 @@ def test_an_isolated_training_job_gets_its_code_and_base_model_as_channels(jobs)
     assert "{'ChannelName': 'source'" in channels and "cdk-hnb659fds-assets" not in channels.split("'source'")[0]
     assert "{'ChannelName': 'model'" in channels and "$states.input.base_model_s3_uri" in channels
     assert "/training/base-model/'" in channels
-    # SageMaker lists an S3Prefix channel: the role may list the bundle's own key, nothing else.
-    listings = [s for p in template.find_resources("AWS::IAM::Policy").values()
+    # SageMaker lists an S3Prefix channel: the training role may list the bundle's own key, nothing
+    # else (the compare job's role has its own bundle and listing).
+    listings = [s for logical_id, p in template.find_resources("AWS::IAM::Policy").items()
+                if logical_id.startswith("SageMakerRole")
                 for s in p["Properties"]["PolicyDocument"]["Statement"]
                 if s["Action"] == "s3:ListBucket" and "cdk-hnb659fds-assets" in json.dumps(s["Resource"])]
     (listing,) = listings
