@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from bench._data import data_dir, read_jsonl
+from semsearch.compare import cpu_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUEST_SIZE = 32
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     st = SentenceTransformer(str(model_dir), device="cpu")
 
     result: dict = {
-        "machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": _cpu_name(), "cpu_flags": _cpu_flags(),
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": cpu_name(), "cpu_flags": _cpu_flags(),
                     "python": platform.python_version(),
                     "load_average_at_start": os.getloadavg()[0]},
         "setup": {"model": DEFAULT_MODEL_ID, "texts_per_request": REQUEST_SIZE, "requests": len(batches),
@@ -357,14 +358,6 @@ def _cpu_flags() -> list[str]:
     return [f for f in CPU_FLAGS if f in present]
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from bench._data import data_dir, read_jsonl
+from semsearch.compare import cpu_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RECIPES_FILE = REPO_ROOT / "bench" / "results" / "training_recipes.json"
@@ -48,14 +49,6 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def bench_embed(model_dir: Path, texts: list[str], work: Path) -> dict:
@@ -100,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     spec = MODELS[DEFAULT_MODEL_ID]
     model_dir = packaged_model_dir()
     dev = read_jsonl(data_dir() / "dev.jsonl")
-    result: dict = {"machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": _cpu_name(),
+    result: dict = {"machine": {"cpus": len(os.sched_getaffinity(0)), "cpu": cpu_name(),
                                 "python": platform.python_version(), "load_average_at_start": os.getloadavg()[0]}}
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         work = Path(tmp)
@@ -169,7 +162,7 @@ def run_recipes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> di
                "epochs_run": t.get("epochs_run"), "epoch_selection": t.get("epoch_selection"),
                "steps": t["steps"], "pairs_per_second": t["pairs_per_second"], "train_seconds": t["seconds"],
                "wall_seconds": round(wall, 1), "hard_negatives": t.get("hard_negatives"),
-               "load_average_at_start": round(load, 2), "cpus": len(os.sched_getaffinity(0)), "cpu": _cpu_name(),
+               "load_average_at_start": round(load, 2), "cpus": len(os.sched_getaffinity(0)), "cpu": cpu_name(),
                "command": "python -m bench.training " + " ".join(
                    ["--recipes", name, "--embed-texts", "0"] + (["--epochs", f"{args.epochs:g}"] if args.epochs != 1 else [])
                    + (["--full"] if args.full else ["--pairs", str(args.pairs)])

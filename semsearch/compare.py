@@ -168,7 +168,8 @@ def _guess_catalog_id(folder: Path) -> str | None:
     return None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name, as benchmarks label their figures (platform's guess without /proc/cpuinfo)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -624,7 +625,7 @@ def compare(args: argparse.Namespace, *, progress: bool) -> dict[str, Any]:
         "prices": {"as_of": pricing.prices.as_of, "region": pricing.prices.region,
                    "currency": pricing.prices.currency, "files": [str(f) for f in pricing.prices.files]},
         "knn_memory_formula": KNN_MEMORY_FORMULA, "hnsw_m": hnsw_m,
-        "machine": {"cpu": _cpu_name(), "cores": cpu_cores(), "device": "cuda" if torch.cuda.is_available() else "cpu"},
+        "machine": {"cpu": cpu_name(), "cores": cpu_cores(), "device": "cuda" if torch.cuda.is_available() else "cpu"},
         "candidates": rows, "notes": notes,
     }
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from semsearch.local.client import Connection
@@ -156,6 +157,19 @@ def ml_objects(conn: Connection, name: str) -> dict[str, int]:
                                     {"size": 100, "query": {"term": {"name.keyword": name}}}, ok=(404,))
         counts[kind] = 0 if status == 404 else len(body["hits"]["hits"])
     return counts
+
+
+def vectors(conn: Connection, index: str, ids: list[str]) -> np.ndarray:
+    """The stored embeddings of ``ids`` in that order (each must exist)."""
+    _, body = conn.request("POST", f"/{index}/_mget", {"ids": ids})
+    assert all(d["found"] for d in body["docs"]), [d["_id"] for d in body["docs"] if not d["found"]]
+    return np.array([d["_source"]["embedding"] for d in body["docs"]])
+
+
+def count(conn: Connection, index: str) -> int:
+    """Documents in ``index`` after a refresh."""
+    conn.request("POST", f"/{index}/_refresh")
+    return conn.request("GET", f"/{index}/_count")[1]["count"]
 
 
 def exists(conn: Connection, path: str) -> bool:

@@ -34,7 +34,7 @@ from semsearch.local.ingest import bulk_ingest
 from semsearch.local.stack import REGION, run_custom_resource
 from stacks.batch_transform import OUTPUT_SUFFIX, bedrock_parameters, bedrock_requests
 from stacks.config import BedrockConfig
-from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY
+from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY, count, vectors
 
 TITAN, COHERE = "amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"
 DOCS = 40
@@ -92,17 +92,6 @@ def batch_embed(tmp_path: Path, stand_in: StandInHandle, config: BedrockConfig, 
                    client=runtime)
     assert result["complete"] and result["records"] == prepared["requests"] == -(-len(docs) // requests["max_texts"])
     return sorted(p.as_uri() for p in (tmp_path / "output").glob(f"*{OUTPUT_SUFFIX}"))
-
-
-def vectors(opensearch, index: str, ids: list[str]) -> np.ndarray:
-    _, body = opensearch.request("POST", f"/{index}/_mget", {"ids": ids})
-    assert all(d["found"] for d in body["docs"]), [d["_id"] for d in body["docs"] if not d["found"]]
-    return np.array([d["_source"]["embedding"] for d in body["docs"]])
-
-
-def count(opensearch, index: str) -> int:
-    opensearch.request("POST", f"/{index}/_refresh")
-    return opensearch.request("GET", f"/{index}/_count")[1]["count"]
 
 
 def sent(requests: list[dict[str, Any]]) -> tuple[set[str], list[str]]:

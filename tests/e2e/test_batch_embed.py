@@ -34,7 +34,7 @@ from semsearch.local.ingest import bulk_ingest
 from semsearch.local.stack import REGION, run_custom_resource
 from stacks.batch_transform import request_limits
 from stacks.config import EndpointConfig, JobsConfig
-from tests.e2e.conftest import ACCESS_KEY, ENDPOINT_NAME, SECRET_KEY, invocation_url
+from tests.e2e.conftest import ACCESS_KEY, ENDPOINT_NAME, SECRET_KEY, count, invocation_url, vectors
 
 E5 = {"QueryPrefix": "query: ", "PassagePrefix": "passage: "}
 DOCS = 60
@@ -58,17 +58,6 @@ def batch_embed(tmp_path: Path, docs: list[dict], *, flavor: str, url: str) -> l
     report = transform.run(tmp_path / "requests", tmp_path / "output", url)
     assert report.records == prepared["requests"] == -(-len(docs) // limits["max_texts"])
     return [Path(o).as_uri() for o in report.objects]
-
-
-def vectors(opensearch, index: str, ids: list[str]) -> np.ndarray:
-    _, body = opensearch.request("POST", f"/{index}/_mget", {"ids": ids})
-    assert all(d["found"] for d in body["docs"]), [d["_id"] for d in body["docs"] if not d["found"]]
-    return np.array([d["_source"]["embedding"] for d in body["docs"]])
-
-
-def count(opensearch, index: str) -> int:
-    opensearch.request("POST", f"/{index}/_refresh")
-    return opensearch.request("GET", f"/{index}/_count")[1]["count"]
 
 
 @pytest.fixture(scope="module")

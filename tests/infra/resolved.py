@@ -45,3 +45,13 @@ def role_statements(templates: Templates, stack: str, role_prefix: str) -> list[
     return [statement for policy in templates.resources(stack, "AWS::IAM::Policy").values()
             if {"Ref": role_id} in policy["Properties"]["Roles"]
             for statement in templates.resolve(stack, policy["Properties"]["PolicyDocument"])["Statement"]]
+
+
+def state_machine(templates: Templates, name: str) -> dict[str, Any]:
+    """The definition of the one state machine named ``name`` (e.g. semsearch-dev-compare), resolved."""
+    from tests.infra.specs import states
+
+    (definition,) = [states.definition_of(templates, stack, resource)
+                     for stack, logical_id, resource in templates.all_resources("AWS::StepFunctions::StateMachine")
+                     if templates.get_att(stack, logical_id, "Name") == name]
+    return definition

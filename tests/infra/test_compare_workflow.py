@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from semsearch import compare_job
+from tests.infra.resolved import stage_templates, state_machine
 from tests.infra.specs import botocore_api, callers, iam, states, tasks
 from tests.infra.specs.intrinsics import ACCOUNT, REGION, Templates
 
@@ -19,16 +20,11 @@ STAGES = ("dev", "prod")
 
 @pytest.fixture(scope="module")
 def resolved(app) -> Templates:
-    by_stack = {stack.stack_name: stack.template for stage in STAGES
-                for stack in app.node.find_child(stage).synth().stacks}
-    return Templates(by_stack)
+    return stage_templates(app, *STAGES)
 
 
 def _machine(templates: Templates, stage: str) -> dict[str, Any]:
-    (definition,) = [states.definition_of(templates, stack, resource)
-                     for stack, logical_id, resource in templates.all_resources("AWS::StepFunctions::StateMachine")
-                     if templates.get_att(stack, logical_id, "Name") == f"semsearch-{stage}-compare"]
-    return definition
+    return state_machine(templates, f"semsearch-{stage}-compare")
 
 
 def _bucket(stage: str) -> str:

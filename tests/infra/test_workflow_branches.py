@@ -25,7 +25,7 @@ from bulk_loader.bulk import Report
 
 from stacks.config import load_config
 from tests.infra.conftest import default_context
-from tests.infra.resolved import only
+from tests.infra.resolved import only, stage_templates, state_machine
 from tests.infra.specs import states
 from tests.infra.specs.intrinsics import Templates
 
@@ -35,16 +35,11 @@ STAGES = ("dev", "prod")
 
 @pytest.fixture(scope="module")
 def resolved(app) -> Templates:
-    by_stack = {stack.stack_name: stack.template for stage in STAGES
-                for stack in app.node.find_child(stage).synth().stacks}
-    return Templates(by_stack)
+    return stage_templates(app, *STAGES)
 
 
 def _machine(templates: Templates, stage: str, suffix: str) -> dict[str, Any]:
-    (definition,) = [states.definition_of(templates, stack, resource)
-                     for stack, logical_id, resource in templates.all_resources("AWS::StepFunctions::StateMachine")
-                     if templates.get_att(stack, logical_id, "Name") == f"semsearch-{stage}-{suffix}"]
-    return definition
+    return state_machine(templates, f"semsearch-{stage}-{suffix}")
 
 
 def _evaluate(template: str, *, state_input: Any = None, result: Any = None, variables: dict[str, Any] | None = None

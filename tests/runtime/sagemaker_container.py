@@ -41,7 +41,6 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_REQUIREMENTS = Path(__file__).with_name("sagemaker_pytorch_container.txt")
 VENV = REPO_ROOT / "build" / "sagemaker-pytorch-py312"
-STAMP = VENV / ".installed"
 #: Settings of this machine and of the test session that the container does not have.
 ENV_SKIP = ("PIP_", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "SAGEMAKER_", "HF_", "TRANSFORMERS_", "SEMSEARCH_")
 
@@ -63,19 +62,25 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def container_venv() -> Path:
-    """The cached stand-in for the container's Python (minutes and a few GB the first time;
-    pip's cache makes a rebuild offline). Rebuilt when the requirements file changes."""
-    digest = hashlib.sha256(CONTAINER_REQUIREMENTS.read_bytes()).hexdigest()
-    if STAMP.is_file() and STAMP.read_text() == digest:
-        return VENV
-    shutil.rmtree(VENV, ignore_errors=True)
-    subprocess.run([_python312(), "-m", "venv", str(VENV)], check=True)
-    pip = [str(VENV / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "install", "-q"]
+def cached_venv(venv: Path, requirements: Path) -> Path:
+    """A CPython 3.12 venv with ``requirements`` installed, cached at ``venv`` (minutes and a few
+    GB the first time; pip's cache makes a rebuild offline). Rebuilt when the file changes."""
+    stamp = venv / ".installed"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if stamp.is_file() and stamp.read_text() == digest:
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([_python312(), "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "install", "-q"]
     subprocess.run([*pip, "pip==25.3"], check=True, env=_clean_env())
-    subprocess.run([*pip, "-r", str(CONTAINER_REQUIREMENTS)], check=True, env=_clean_env())
-    STAMP.write_text(digest)
-    return VENV
+    subprocess.run([*pip, "-r", str(requirements)], check=True, env=_clean_env())
+    stamp.write_text(digest)
+    return venv
+
+
+def container_venv() -> Path:
+    """The cached stand-in for the inference container's Python."""
+    return cached_venv(VENV, CONTAINER_REQUIREMENTS)
 
 
 def _site_packages(venv: Path) -> Path:

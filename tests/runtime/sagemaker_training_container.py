@@ -22,19 +22,17 @@ What stands in, and for what:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from sagemaker_container import _clean_env, _netns_prefix, _python312, _site_packages, layered_env
+from sagemaker_container import _clean_env, _netns_prefix, _site_packages, cached_venv, layered_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_REQUIREMENTS = Path(__file__).with_name("sagemaker_pytorch_training_container.txt")
 VENV = REPO_ROOT / "build" / "sagemaker-pytorch-training-py312"
-STAMP = VENV / ".installed"
 #: What the PyTorch training images set: the framework module the toolkit's trainer runs.
 TRAINING_MODULE = "sagemaker_pytorch_container.training:main"
 #: The container's `train` command (sagemaker_training.cli.train).
@@ -42,18 +40,8 @@ _TRAIN = "from sagemaker_training import trainer; trainer.train()"
 
 
 def container_venv() -> Path:
-    """The cached stand-in for the training container's Python (minutes and a few GB from PyPI
-    the first time; pip's cache makes a rebuild offline). Rebuilt when the requirements change."""
-    digest = hashlib.sha256(CONTAINER_REQUIREMENTS.read_bytes()).hexdigest()
-    if STAMP.is_file() and STAMP.read_text() == digest:
-        return VENV
-    shutil.rmtree(VENV, ignore_errors=True)
-    subprocess.run([_python312(), "-m", "venv", str(VENV)], check=True)
-    pip = [str(VENV / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "install", "-q"]
-    subprocess.run([*pip, "pip==25.3"], check=True, env=_clean_env())
-    subprocess.run([*pip, "-r", str(CONTAINER_REQUIREMENTS)], check=True, env=_clean_env())
-    STAMP.write_text(digest)
-    return VENV
+    """The cached stand-in for the training container's Python."""
+    return cached_venv(VENV, CONTAINER_REQUIREMENTS)
 
 
 def container_packages() -> set[str]:

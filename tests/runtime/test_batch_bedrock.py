@@ -9,7 +9,6 @@ runs the whole path on the real node through the real ml-commons.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
+from bedrock_stand_in_fixture import KEY, REGION, SECRET, running_stand_in
 from botocore.config import Config
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
@@ -31,29 +31,16 @@ from search_glue import steps
 from search_glue.properties import parse
 
 from semsearch.bedrock import embed_texts
-from semsearch.local.bedrock import start_stand_in
 
 TITAN, COHERE = "amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"
-KEY, SECRET, REGION = "AKSTANDIN", "stand-in-secret", "us-east-1"
 GLUE = {"OpenSearchUrl": "https://search.example.com", "Region": REGION, "Name": "semsearch-dev",
         "Flavor": "bedrock", "ConnectorRoleArn": "arn:aws:iam::123456789012:role/connector", "IndexName": "documents"}
 TITAN_PARAMETERS = {"dimensions": 512, "normalize": True}
 
 
-def fake_embed(texts):
-    rows = []
-    for text in texts:
-        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
-        v = np.random.default_rng(seed).standard_normal(384).astype(np.float32)
-        rows.append(v / np.linalg.norm(v))
-    return np.stack(rows)
-
-
 @pytest.fixture(scope="module")
 def stand_in():
-    handle = start_stand_in(region=REGION, access_key=KEY, secret_key=SECRET, embed=fake_embed)
-    yield handle
-    handle.stop()
+    yield from running_stand_in()
 
 
 def runtime(stand_in):

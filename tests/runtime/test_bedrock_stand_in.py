@@ -6,36 +6,24 @@ the e2e test drives the stand-in with the real one."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import boto3
 import numpy as np
 import pytest
+from bedrock_stand_in_fixture import KEY, REGION, SECRET, fake_embed, running_stand_in
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from semsearch import bedrock
-from semsearch.local.bedrock import projection, start_stand_in
+from semsearch.local.bedrock import projection
 
-KEY, SECRET, REGION = "AKSTANDIN", "stand-in-secret", "us-east-1"
 TITAN, COHERE = "amazon.titan-embed-text-v2:0", "cohere.embed-multilingual-v3"
-
-
-def fake_embed(texts):
-    rows = []
-    for text in texts:
-        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
-        v = np.random.default_rng(seed).standard_normal(384).astype(np.float32)
-        rows.append(v / np.linalg.norm(v))
-    return np.stack(rows)
 
 
 @pytest.fixture(scope="module")
 def stand_in():
-    handle = start_stand_in(region=REGION, access_key=KEY, secret_key=SECRET, embed=fake_embed)
-    yield handle
-    handle.stop()
+    yield from running_stand_in()
 
 
 def client(stand_in, secret=SECRET):
