@@ -40,6 +40,8 @@ HERE = Path(__file__).resolve().parent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_REQUIREMENTS = Path(__file__).with_name("sagemaker_pytorch_container.txt")
+#: The training container's (sagemaker_training_container.py): it shares torch with this one.
+TRAINING_CONTAINER_REQUIREMENTS = Path(__file__).with_name("sagemaker_pytorch_training_container.txt")
 VENV = REPO_ROOT / "build" / "sagemaker-pytorch-py312"
 #: Settings of this machine and of the test session that the container does not have.
 ENV_SKIP = ("PIP_", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "SAGEMAKER_", "HF_", "TRANSFORMERS_", "SEMSEARCH_")
@@ -62,18 +64,46 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: The pins both container stand-ins name alike (torch, numpy, ...): installed once, in a venv that
+#: each container venv reads through a .pth file, so the disk holds one torch for the two (a torch
+#: with its CUDA libraries is about 5 GB; CI's disk is shared and has run out before).
+SHARED_VENV = REPO_ROOT / "build" / "sagemaker-py312-shared"
+SHARED_PTH = "_container_site.pth"
+
+
+def _pins(requirements: Path) -> list[str]:
+    return [line.strip() for line in requirements.read_text().splitlines() if line.strip() and line[0].isalpha()]
+
+
+def shared_venv() -> Path:
+    """The venv of what both container stand-ins pin alike."""
+    training = set(_pins(TRAINING_CONTAINER_REQUIREMENTS))
+    shared = [pin for pin in _pins(CONTAINER_REQUIREMENTS) if pin in training]
+    return _build_venv(SHARED_VENV, "".join(f"{pin}\n" for pin in shared))
+
+
 def cached_venv(venv: Path, requirements: Path) -> Path:
     """A CPython 3.12 venv with ``requirements`` installed, cached at ``venv`` (minutes and a few
-    GB the first time; pip's cache makes a rebuild offline). Rebuilt when the file changes."""
+    GB the first time; pip's cache makes a rebuild offline). Rebuilt when the file changes. It
+    sees the shared venv through a .pth file: pip finds those pins satisfied there."""
+    return _build_venv(venv, requirements.read_text(), base=shared_venv())
+
+
+def _build_venv(venv: Path, requirements: str, base: Path | None = None) -> Path:
     stamp = venv / ".installed"
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    base_digest = (base / ".installed").read_text() if base else ""
+    digest = hashlib.sha256((requirements + base_digest).encode()).hexdigest()
     if stamp.is_file() and stamp.read_text() == digest:
         return venv
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([_python312(), "-m", "venv", str(venv)], check=True)
+    if base is not None:
+        _write_pth(venv, base)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "install", "-q"]
     subprocess.run([*pip, "pip==25.3"], check=True, env=_clean_env())
-    subprocess.run([*pip, "-r", str(requirements)], check=True, env=_clean_env())
+    listed = venv / "requirements.txt"
+    listed.write_text(requirements)
+    subprocess.run([*pip, "-r", str(listed)], check=True, env=_clean_env())
     stamp.write_text(digest)
     return venv
 
@@ -88,10 +118,22 @@ def _site_packages(venv: Path) -> Path:
     return found
 
 
+def site_packages_chain(venv: Path) -> list[Path]:
+    """``venv``'s site-packages, then those it reads through its .pth file, in import order."""
+    own = _site_packages(venv)
+    pth = own / SHARED_PTH
+    return [own, *(Path(line) for line in pth.read_text().splitlines() if line)] if pth.is_file() else [own]
+
+
+def _write_pth(venv: Path, base: Path) -> None:
+    # Python reads .pth files only in its own site-packages, so the whole chain is listed.
+    (_site_packages(venv) / SHARED_PTH).write_text("".join(f"{p}\n" for p in site_packages_chain(base)))
+
+
 def layered_env(base: Path, where: Path) -> Path:
     """A thin venv over ``base``: writes land here, ``base`` is read through a .pth file."""
     subprocess.run([str(base / "bin" / "python"), "-m", "venv", "--without-pip", str(where)], check=True)
-    (_site_packages(where) / "_container_site.pth").write_text(str(_site_packages(base)) + "\n")
+    _write_pth(where, base)
     return where / "bin" / "python"
 
 

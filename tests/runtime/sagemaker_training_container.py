@@ -28,10 +28,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sagemaker_container import _clean_env, _netns_prefix, _site_packages, cached_venv, layered_env
+from sagemaker_container import TRAINING_CONTAINER_REQUIREMENTS as CONTAINER_REQUIREMENTS
+from sagemaker_container import _clean_env, _netns_prefix, cached_venv, layered_env, site_packages_chain
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONTAINER_REQUIREMENTS = Path(__file__).with_name("sagemaker_pytorch_training_container.txt")
 VENV = REPO_ROOT / "build" / "sagemaker-pytorch-training-py312"
 #: What the PyTorch training images set: the framework module the toolkit's trainer runs.
 TRAINING_MODULE = "sagemaker_pytorch_container.training:main"
@@ -47,8 +47,9 @@ def container_venv() -> Path:
 def container_packages() -> set[str]:
     """Canonical names (underscores) of what the stand-in container has installed."""
     names = set()
-    for meta in _site_packages(container_venv()).glob("*.dist-info"):
-        names.add(meta.name.split("-")[0].lower().replace(".", "_"))
+    for site in site_packages_chain(container_venv()):
+        for meta in site.glob("*.dist-info"):
+            names.add(meta.name.split("-")[0].lower().replace(".", "_"))
     return names
 
 
