@@ -166,8 +166,18 @@ class OnnxBackend:
         return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
 
+#: OpenVINO's CPU plugin compiles kernels and sizes its buffers per input shape, so every new
+#: width costs time and memory the process keeps. Padding the width up to a multiple of this
+#: keeps the shapes few. On the 2,048 Debian dev texts in 32-text calls (2-core AMX Xeon, bf16):
+#: 402 texts/s and 349 MB peak RSS, against 194 texts/s and 576 MB unpadded; 8 gave 374 texts/s
+#: and 369 MB; padding the rows to a multiple of 4 or 8 as well was slower (321, 230 texts/s).
+OPENVINO_WIDTH_STEP = 16
+
+
 class OpenVinoBackend:
-    """OpenVINO on CPU, from the fp32 ONNX file; ``precision`` bf16 runs on AMX / AVX-512 bf16."""
+    """OpenVINO on CPU, from the fp32 ONNX file; ``precision`` bf16 runs on AMX / AVX-512 bf16.
+    Each call's width is padded up to a multiple of ``OPENVINO_WIDTH_STEP`` (masked, so the real
+    tokens' vectors do not change) and the answer cut back to the width asked for."""
 
     name = "openvino"
 
@@ -184,8 +194,14 @@ class OpenVinoBackend:
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        # copy(): the request reuses its output buffer on the next call.
-        return self.request.infer({"input_ids": input_ids, "attention_mask": attention_mask})[0].copy()
+        rows, width = input_ids.shape
+        padded = -(-width // OPENVINO_WIDTH_STEP) * OPENVINO_WIDTH_STEP
+        if padded != width:
+            # Pad ids are 0, as the mask says nothing attends to them whatever they are.
+            input_ids = np.pad(input_ids, ((0, 0), (0, padded - width)))
+            attention_mask = np.pad(attention_mask, ((0, 0), (0, padded - width)))
+        # The slice copies: the request reuses its output buffer on the next call.
+        return self.request.infer({"input_ids": input_ids, "attention_mask": attention_mask})[0][:, :width].copy()
 
 
 class TorchBackend:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -101,6 +102,34 @@ def test_fast_mode_runs_bf16_on_amx_only(model_dir):
     assert load_embedder(model_dir, mode="fast", cpu_flags=AMX).path == "openvino bf16"
     assert load_embedder(model_dir, mode="fast", cpu_flags=AVX512_BF16_ONLY).path == "onnx int8"
     assert load_embedder(model_dir, mode="fast", cpu_flags=PLAIN).path == "onnx int8"
+
+
+def test_openvino_pads_each_call_to_a_few_widths_and_cuts_the_answer_back(model_dir):
+    """OpenVINO sees widths padded up to a multiple of OPENVINO_WIDTH_STEP (fewer shapes to compile
+    and keep); the real tokens' vectors are those of the unpadded call, at the width asked for."""
+    from inference_code.model_info import read_model_info
+    from inference_code.onnx_export import onnx_path
+
+    info = read_model_info(model_dir)
+    openvino = embedder_module.OpenVinoBackend(onnx_path(info, "exact"), 1, precision="fp32")
+    reference = embedder_module.OnnxBackend(onnx_path(info, "exact"), 1)
+    shapes = []
+    infer = openvino.request.infer
+    openvino.request = SimpleNamespace(infer=lambda inputs: shapes.append(inputs["input_ids"].shape) or infer(inputs))
+    embedder = load_embedder(model_dir, mode="exact", backend="onnx")
+    ids = embedder.token_ids(["ssh client", "portable network graphics (PNG) reference library, runtime files"])
+    width = max(map(len, ids))
+    assert width % embedder_module.OPENVINO_WIDTH_STEP  # the call needs padding
+    input_ids, mask = np.zeros((2, width), np.int64), np.zeros((2, width), np.int64)
+    for row, tokens in enumerate(ids):
+        input_ids[row, :len(tokens)], mask[row, :len(tokens)] = tokens, 1
+
+    got, expected = openvino(input_ids, mask), reference(input_ids, mask)
+    step = embedder_module.OPENVINO_WIDTH_STEP
+    assert shapes == [(2, -(-width // step) * step)]
+    assert got.shape == expected.shape == (2, width, 384)
+    real = mask.astype(bool)
+    assert np.abs(got[real] - expected[real]).max() < 1e-3
 
 
 def test_probe_texts_reach_the_longest_shape(model_dir):
