@@ -46,6 +46,9 @@ RECIPES: dict[str, dict] = {
     "cached-b128-hn1": {"cached_loss": True, "batch_size": 128, "mini_batch_size": 32, "hard_negatives": 1},
     "e3-best": {"epochs": 3, "validation_pairs": 300},
     "e3-best-hn3": {"epochs": 3, "validation_pairs": 300, "hard_negatives": 3},
+    "symmetric": {"loss": "symmetric"},
+    "gist": {"loss": "gist"},
+    "gist-cached-b128": {"loss": "gist", "cached_loss": True, "batch_size": 128, "mini_batch_size": 32},
 }
 
 

@@ -38,7 +38,11 @@ def register(subparsers) -> None:
     p.add_argument("--max-pairs", type=int, metavar="K", help="train on a seeded sample of K pairs")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the training job's)")
     p.add_argument("--max-seq-length", type=int, help="tokens per text (default: the catalog's max tokens)")
-    p.add_argument("--cached-loss", action="store_true", help="GradCache MNRL: large batches in small memory")
+    p.add_argument("--loss", default=Config.loss, metavar="L",
+                   help="mnrl (MultipleNegativesRankingLoss), symmetric (also ranks the queries per document) or "
+                        "gist (GISTEmbedLoss: in-batch negatives the base model scores above the positive are left "
+                        "out as likely right answers) (default %(default)s)")
+    p.add_argument("--cached-loss", action="store_true", help="the loss's GradCache form: large batches in small memory")
     p.add_argument("--mini-batch-size", type=int, default=32, help="with --cached-loss")
     p.add_argument("--hard-negatives", type=int, metavar="N", default=Config.hard_negatives,
                    help="negatives per pair mined with the base model from the training documents, on top of the "
@@ -83,7 +87,8 @@ def build_config(args: argparse.Namespace):
         train=args.train, eval=args.eval, base_model=str(base), model_dir=str(out), output_data_dir=str(out),
         checkpoint_dir=args.checkpoint_dir, inference_code=code, epochs=args.epochs, batch_size=args.batch_size,
         max_pairs=args.max_pairs, max_seq_length=args.max_seq_length or spec.max_tokens,
-        query_prefix=spec.query_prefix, passage_prefix=spec.passage_prefix, cached_loss=args.cached_loss,
+        query_prefix=spec.query_prefix, passage_prefix=spec.passage_prefix, loss=args.loss,
+        cached_loss=args.cached_loss,
         mini_batch_size=args.mini_batch_size, hard_negatives=args.hard_negatives,
         hard_negative_range_min=args.hard_negative_range_min, hard_negative_margin=args.hard_negative_margin,
         validation_pairs=args.validation_pairs, early_stopping_patience=args.early_stopping_patience,

@@ -19,7 +19,11 @@ spellings are accepted too). Channels:
                                          when it is not bundled as ./inference_code
 
 The loss is MultipleNegativesRankingLoss (in-batch negatives; --cached-loss true for the
-GradCache variant, which makes batches of thousands fit in memory). --hard-negatives N adds
+GradCache variant, which makes batches of thousands fit in memory). --loss symmetric also
+ranks the queries for each document; --loss gist (GISTEmbedLoss) keeps the base model, frozen,
+as a guide and leaves out any in-batch negative the guide scores above the pair's own
+positive: a likely second right answer (Debian has many near-twin packages), not a wrong
+one. --hard-negatives N adds
 N mined negatives to each pair: the base model's nearest training documents to the query,
 skipping its own document(s), the first --hard-negative-range-min ranks, and any scoring
 within --hard-negative-margin (relative) of the positive, which would likely be a
@@ -67,6 +71,8 @@ from training_code.archives import extract_tar  # noqa: E402
 log = logging.getLogger("training_code")
 HERE = Path(__file__).resolve().parent
 SM_CHECKPOINT_DIR = "/opt/ml/checkpoints"
+#: --loss: MultipleNegativesRankingLoss, its symmetric form, GISTEmbedLoss guided by the base model.
+LOSSES = ("mnrl", "symmetric", "gist")
 PROBE_PAIRS = 256  # training pairs whose loss is measured before and after training
 
 
@@ -96,6 +102,7 @@ class Config:
     eval_fraction: float = 0.1
     max_eval_pairs: int = 2000
     seed: int = 42
+    loss: str = "mnrl"
     cached_loss: bool = False
     mini_batch_size: int = 32
     hard_negatives: int = 0
@@ -113,6 +120,8 @@ class Config:
 
 def check_config(config: Config) -> None:
     """InputError naming the setting, for values no run could use."""
+    if config.loss not in LOSSES:
+        raise InputError(f"--loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
     if config.hard_negatives < 0:
         raise InputError(f"--hard-negatives must be 0 (off) or a positive count, got {config.hard_negatives}")
     if config.hard_negative_range_min < 0:
@@ -172,6 +181,7 @@ def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     hp.add_argument("--max-eval-pairs", type=int, default=Config.max_eval_pairs,
                     help="cap on the held-out slice carved from train")
     hp.add_argument("--seed", type=int, default=Config.seed)
+    hp.add_argument("--loss", default=Config.loss, help=f"one of {', '.join(LOSSES)} (see above)")
     hp.add_argument("--cached-loss", type=_bool, default=False,
                     help="CachedMultipleNegativesRankingLoss: big batches in mini-batch memory")
     hp.add_argument("--mini-batch-size", type=int, default=Config.mini_batch_size, help="with --cached-loss")
@@ -394,10 +404,6 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.sentence_transformer.losses import (
-        CachedMultipleNegativesRankingLoss,
-        MultipleNegativesRankingLoss,
-    )
     from transformers import TrainerCallback, set_seed
 
     set_seed(config.seed)
@@ -412,12 +418,7 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
     base = retrieval.evaluate_qrels(encoder, eval_set)
     _log_metrics("base", base)
 
-    loss: torch.nn.Module
-    if config.cached_loss:
-        loss = CachedMultipleNegativesRankingLoss(model, scale=config.scale, mini_batch_size=config.mini_batch_size,
-                                                  show_progress_bar=False)
-    else:
-        loss = MultipleNegativesRankingLoss(model, scale=config.scale)
+    loss = build_loss(config, model, base_model)
     columns = {"anchor": [p.query for p in train_pairs], "positive": [p.text for p in train_pairs]}
     mining = None
     if config.hard_negatives:
@@ -537,6 +538,27 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
         folder.mkdir(parents=True, exist_ok=True)
         (folder / contract.METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def build_loss(config: Config, model, base_model: str):
+    """config.loss, in its cached (GradCache) form with --cached-loss; --scale is 1/temperature."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import losses
+
+    scale, mini = config.scale, config.mini_batch_size
+    if config.loss == "gist":
+        guide = SentenceTransformer(base_model, device=model.device)
+        guide.max_seq_length = model.max_seq_length
+        if config.cached_loss:
+            return losses.CachedGISTEmbedLoss(model, guide, temperature=1 / scale, mini_batch_size=mini)
+        return losses.GISTEmbedLoss(model, guide, temperature=1 / scale)
+    if config.loss == "symmetric":
+        if config.cached_loss:
+            return losses.CachedMultipleNegativesSymmetricRankingLoss(model, scale=scale, mini_batch_size=mini)
+        return losses.MultipleNegativesSymmetricRankingLoss(model, scale=scale)
+    if config.cached_loss:
+        return losses.CachedMultipleNegativesRankingLoss(model, scale=scale, mini_batch_size=mini)
+    return losses.MultipleNegativesRankingLoss(model, scale=scale)
 
 
 def mine_negatives(model, train_pairs: list, config: Config) -> tuple[dict[str, list[str]], dict]:

@@ -117,6 +117,7 @@ def test_more_negatives_than_documents_is_refused(model, pairs):
                                       "got 1.5"),
     ("--validation-pairs", "-5", "--validation-pairs must be 0 (off) or a positive count, got -5"),
     ("--early-stopping-patience", "0", "--early-stopping-patience must be 1 or more, got 0"),
+    ("--loss", "triplet", "--loss must be one of mnrl, symmetric, gist, got 'triplet'"),
 ])
 def test_bad_recipe_values_are_refused_before_training(tmp_path, capsys, model_dir, dev_pairs, flag, value, message):
     data = write_jsonl(tmp_path / "pairs.jsonl", dev_pairs[:8])
@@ -152,3 +153,16 @@ def test_recipe_options_run_and_land_in_metrics_json(tmp_path, dev_pairs):
     assert [s["epoch"] for s in selection["scores"]] == [1.0, 2.0]  # patience 2: both epochs run
     assert selection["best_epoch"] == max(selection["scores"], key=lambda s: s["ndcg@10"])["epoch"]
     assert selection["queries"] == 8 and t["epochs_run"] == 2.0
+
+
+@pytest.mark.parametrize("loss, cached", [("symmetric", False), ("gist", True)])
+def test_each_loss_trains_and_lands_in_metrics_json(tmp_path, dev_pairs, loss, cached):
+    train = write_jsonl(tmp_path / "train.jsonl", dev_pairs[:48])
+    dev = write_jsonl(tmp_path / "dev.jsonl", dev_pairs[100:132])
+    out = tmp_path / "out"
+    assert cli(["train", "--train", str(train), "--eval", str(dev), "--out", str(out), "--no-code", "--quiet",
+                "--batch-size", "16", "--max-seq-length", "32", "--loss", loss,
+                *(["--cached-loss", "--mini-batch-size", "8"] if cached else [])]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["hyperparameters"]["loss"], m["hyperparameters"]["cached_loss"]) == (loss, cached)
+    assert m["train"]["probe_loss_after"] < m["train"]["probe_loss_before"]
