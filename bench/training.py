@@ -49,6 +49,10 @@ RECIPES: dict[str, dict] = {
     "symmetric": {"loss": "symmetric"},
     "gist": {"loss": "gist"},
     "gist-cached-b128": {"loss": "gist", "cached_loss": True, "batch_size": 128, "mini_batch_size": 32},
+    "gist-s100": {"loss": "gist", "scale": 100.0},
+    "lr1e-4": {"learning_rate": 1e-4},
+    "lr2e-5": {"learning_rate": 2e-5},
+    "scale50": {"scale": 50.0},
 }
 
 
