@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from types import CodeType
 
@@ -93,3 +95,38 @@ def model_dir() -> Path:
 def dev_pairs() -> list[dict]:
     """The first 500 real query/document pairs of the Debian dev split (tests/data/debian-sample)."""
     return read_jsonl(DATA_DIR / "dev.jsonl", 500)
+
+
+#: Modules with a failed test: their module_tmp folders stay for a look.
+_FAILED_MODULES: set[str] = set()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    report = yield
+    module = getattr(item, "module", None)
+    if report.failed and module is not None:
+        _FAILED_MODULES.add(module.__name__)
+    return report
+
+
+class ModuleTmp:
+    """``mktemp(name)`` as tmp_path_factory's, under one module's folder."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def mktemp(self, name: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request):
+    """Folders for a module's big fixtures (a container venv with wheels installed, a training
+    job's checkpoints: GBs), removed when the module's tests are done and passed, not at the
+    end of the session as tmp_path_factory's: CI's disk is shared and has run out before."""
+    name = request.module.__name__
+    root = tmp_path_factory.mktemp(name.rsplit(".", 1)[-1])
+    yield ModuleTmp(root)
+    if name not in _FAILED_MODULES:
+        shutil.rmtree(root, ignore_errors=True)

@@ -30,11 +30,11 @@ PAIRS = 120
 
 
 @pytest.fixture(scope="module")
-def job_inputs(tmp_path_factory, dev_pairs, model_dir) -> dict[str, Path]:
+def job_inputs(module_tmp, dev_pairs, model_dir) -> dict[str, Path]:
     """/opt/ml/processing/input as the workflow's inputs fill it: pairs/, models/0 (a model
     folder, as training/base-model/ holds it), models/1 (one model.tar.gz, as a training job
     writes it)."""
-    root = tmp_path_factory.mktemp("processing")
+    root = module_tmp.mktemp("processing")
     pairs = root / "input" / "pairs"
     pairs.mkdir(parents=True)
     (pairs / "dev.jsonl").write_text("".join(json.dumps(p) + "\n" for p in dev_pairs[:PAIRS]))
@@ -123,13 +123,13 @@ def test_the_entrypoint_fits_the_api():
 # -- the container's way, with no network -------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def container_job(job_inputs, tmp_path_factory) -> dict:
+def container_job(job_inputs, module_tmp) -> dict:
     from sagemaker_container import _clean_env, _netns_prefix, layered_env
     from sagemaker_training_container import container_venv
 
     from stacks.components.compare_workflow import build_compare_bundle
 
-    work = tmp_path_factory.mktemp("container-job")
+    work = module_tmp.mktemp("container-job")
     code = work / "input" / "code"
     code.mkdir(parents=True)
     bundle = build_compare_bundle(work / "bundles")

@@ -92,8 +92,8 @@ def check_contracts(served: dict, model_dir: Path, with_corpus: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory, model_dir) -> Path:
-    folder = tmp_path_factory.mktemp("package")
+def packaged(module_tmp, model_dir) -> Path:
+    folder = module_tmp.mktemp("package")
     corpus = folder / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(row) + "\n" for row in CORPUS))
     out = folder / "model.tar.gz"
@@ -177,12 +177,12 @@ def test_the_packaged_model_starts_and_serves_every_contract_with_no_network(pac
 
 
 @pytest.fixture(scope="module")
-def trained_model(tmp_path_factory, model_dir) -> tuple[Path, Path]:
+def trained_model(module_tmp, model_dir) -> tuple[Path, Path]:
     """train.py run from the training job's source bundle (built as synth builds it), on a few
     pairs; returns (model.tar.gz as SageMaker packs /opt/ml/model, the unpacked model dir)."""
     from stacks.components.source_bundle import build_training_bundle
 
-    root = tmp_path_factory.mktemp("training-job")
+    root = module_tmp.mktemp("training-job")
     code = root / "opt/ml/code"
     code.mkdir(parents=True)
     with tarfile.open(build_training_bundle(root / "bundle")) as tar:

@@ -34,9 +34,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory, dev_pairs, model_dir):
+def job(module_tmp, dev_pairs, model_dir):
     """One training job in a SageMaker-like layout; returns its folders and stdout."""
-    root = tmp_path_factory.mktemp("sagemaker")
+    root = module_tmp.mktemp("sagemaker")
     code = root / "opt/ml/code"
     code.mkdir(parents=True)
     for f in (REPO / "training_code").iterdir():

@@ -57,16 +57,16 @@ def requirement_pins() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
+def bundle(module_tmp) -> Path:
     """The source tarball exactly as synth builds it."""
     from stacks.components.source_bundle import build_training_bundle
 
-    return build_training_bundle(tmp_path_factory.mktemp("bundle"))
+    return build_training_bundle(module_tmp.mktemp("bundle"))
 
 
 @pytest.fixture(scope="module")
-def unpacked(bundle, tmp_path_factory) -> Path:
-    code = tmp_path_factory.mktemp("code")
+def unpacked(bundle, module_tmp) -> Path:
+    code = module_tmp.mktemp("code")
     with tarfile.open(bundle) as tar:
         extract_tar(tar, code)
     return code
@@ -117,10 +117,10 @@ def test_the_wheel_set_is_closed(unpacked, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def job(bundle, tmp_path_factory, dev_pairs, model_dir) -> dict:
+def job(bundle, module_tmp, dev_pairs, model_dir) -> dict:
     """One isolated training job: channels source, model, train and eval, the workflow's
     hyperparameters, the toolkit's `train` under ``unshare -n``."""
-    root = tmp_path_factory.mktemp("training-job")
+    root = module_tmp.mktemp("training-job")
     data = root / "data"
     write_jsonl(data / "train" / "train.jsonl", dev_pairs[:TRAIN_PAIRS])
     write_jsonl(data / "eval" / "part-0.jsonl", dev_pairs[TRAIN_PAIRS:TRAIN_PAIRS + EVAL_PAIRS])
