@@ -50,6 +50,21 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
+def requirements(path: Path) -> dict[str, str | None]:
+    """{canonical name: pinned version, or None when unpinned} of a requirements file's
+    requirement lines; pip's options (``--no-index``...) and comments are left out."""
+    pins: dict[str, str | None] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:==([A-Za-z0-9.+!_-]+))?", line)
+        if not match:
+            raise ValueError(f"{path}, line {number}: expected name or name==version, got {line!r}")
+        pins[canonical(match[1])] = match[2]
+    return pins
+
+
 def locked(lock: Path = LOCK) -> dict[str, str]:
     """{canonical name: version} from the lock's ``name==version`` lines."""
     pins = {}

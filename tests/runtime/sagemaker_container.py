@@ -33,6 +33,7 @@ import tarfile
 import textwrap
 from pathlib import Path
 
+from semsearch.container_wheels import requirements as requirement_pins
 from training_code.archives import extract_tar
 
 #: This folder: the container's worker imports torchserve_context from here.
@@ -71,14 +72,11 @@ SHARED_VENV = REPO_ROOT / "build" / "sagemaker-py312-shared"
 SHARED_PTH = "_container_site.pth"
 
 
-def _pins(requirements: Path) -> list[str]:
-    return [line.strip() for line in requirements.read_text().splitlines() if line.strip() and line[0].isalpha()]
-
-
 def shared_venv() -> Path:
     """The venv of what both container stand-ins pin alike."""
-    training = set(_pins(TRAINING_CONTAINER_REQUIREMENTS))
-    shared = [pin for pin in _pins(CONTAINER_REQUIREMENTS) if pin in training]
+    training = requirement_pins(TRAINING_CONTAINER_REQUIREMENTS)
+    shared = [f"{name}=={version}" for name, version in requirement_pins(CONTAINER_REQUIREMENTS).items()
+              if training.get(name, "") == version]
     return _build_venv(SHARED_VENV, "".join(f"{pin}\n" for pin in shared))
 
 

@@ -104,8 +104,17 @@ def packaged(module_tmp, model_dir) -> Path:
 
 
 def requirement_names() -> set[str]:
-    text = (REPO / "inference_code/requirements.txt").read_text()
-    return {container_wheels.canonical(line) for line in text.splitlines() if line and line[0].isalpha()}
+    return set(container_wheels.requirements(REPO / "inference_code/requirements.txt"))
+
+
+def test_requirement_files_read_as_names_and_pins_and_a_bad_line_is_named(tmp_path):
+    good = tmp_path / "requirements.txt"
+    good.write_text("# why\n--no-index\n--find-links wheels\n\nSentence_Transformers==5.1.0  # pinned\nonnx\n")
+    assert container_wheels.requirements(good) == {"sentence_transformers": "5.1.0", "onnx": None}
+    bad = tmp_path / "bad.txt"
+    bad.write_text("onnx\ntorch>=2.6\n")
+    with pytest.raises(ValueError, match=r"bad.txt, line 2: expected name or name==version, got 'torch>=2.6'"):
+        container_wheels.requirements(bad)
 
 
 def test_the_wheel_lock_is_exactly_the_closure_of_the_requirements():

@@ -46,14 +46,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def requirement_pins() -> dict[str, str]:
+def requirement_pins() -> dict[str, str | None]:
     """{canonical name: version} of what training_code/requirements.txt names."""
-    pins = {}
-    for line in (REPO / "training_code/requirements.txt").read_text().splitlines():
-        if line and line[0].isalpha():
-            name, version = line.split("==")
-            pins[container_wheels.canonical(name)] = version.strip()
-    return pins
+    return container_wheels.requirements(REPO / "training_code/requirements.txt")
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +93,7 @@ def test_the_wheel_set_is_closed(unpacked, tmp_path):
     one that resolve takes, at its locked version."""
     fresh = tmp_path / "fresh"
     subprocess.run([_python312(), "-m", "venv", str(fresh)], check=True)
-    container_pins = dict(line.split("==") for line in training_container.CONTAINER_REQUIREMENTS.read_text().splitlines()
-                          if line and line[0].isalpha())
+    container_pins = container_wheels.requirements(training_container.CONTAINER_REQUIREMENTS)
     for name in CONTAINER_OWN:
         # Installed as far as pip can tell (metadata only): the container's build of each.
         info = _site_packages(fresh) / f"{name}-{container_pins[name]}.dist-info"
