@@ -40,6 +40,7 @@ RECIPES_FILE = REPO_ROOT / "bench" / "results" / "training_recipes.json"
 RECIPES: dict[str, dict] = {
     "default": {},
     "hn1": {"hard_negatives": 1},
+    "hn1-w100": {"hard_negatives": 1, "hard_negative_range_max": 100},
     "hn3": {"hard_negatives": 3},
     "hn3-skip3": {"hard_negatives": 3, "hard_negative_range_min": 3},
     "cached-b128": {"cached_loss": True, "batch_size": 128, "mini_batch_size": 32},

@@ -49,6 +49,9 @@ def register(subparsers) -> None:
                         "in-batch ones (default %(default)s: none)")
     p.add_argument("--hard-negative-range-min", type=int, metavar="R", default=Config.hard_negative_range_min,
                    help="skip the R nearest candidates besides the pair's own documents (default %(default)s)")
+    p.add_argument("--hard-negative-range-max", type=int, metavar="R", default=Config.hard_negative_range_max,
+                   help="mine among the R nearest candidates (default %(default)s: sentence-transformers' own "
+                        "window, range-min + 10 x N + the pair's own documents)")
     p.add_argument("--hard-negative-margin", type=float, metavar="M", default=Config.hard_negative_margin,
                    help="keep a mined negative only if it scores at least M x the positive's score below it: "
                         "closer ones are likely near-duplicates of the positive (default %(default)s)")
@@ -90,7 +93,8 @@ def build_config(args: argparse.Namespace):
         query_prefix=spec.query_prefix, passage_prefix=spec.passage_prefix, loss=args.loss,
         cached_loss=args.cached_loss,
         mini_batch_size=args.mini_batch_size, hard_negatives=args.hard_negatives,
-        hard_negative_range_min=args.hard_negative_range_min, hard_negative_margin=args.hard_negative_margin,
+        hard_negative_range_min=args.hard_negative_range_min, hard_negative_range_max=args.hard_negative_range_max,
+        hard_negative_margin=args.hard_negative_margin,
         validation_pairs=args.validation_pairs, early_stopping_patience=args.early_stopping_patience,
         seed=args.seed, progress=not args.quiet, **extra)
 

@@ -27,7 +27,8 @@ one. --hard-negatives N adds
 N mined negatives to each pair: the base model's nearest training documents to the query,
 skipping its own document(s), the first --hard-negative-range-min ranks, and any scoring
 within --hard-negative-margin (relative) of the positive, which would likely be a
-near-duplicate of it rather than a wrong answer. --validation-pairs K (with --epochs above 1)
+near-duplicate of it rather than a wrong answer, among the first --hard-negative-range-max
+ranks. --validation-pairs K (with --epochs above 1)
 holds K pairs of train out, scores the gate's metric on them after each epoch, stops after
 --early-stopping-patience epochs without a gain and keeps the best epoch's weights. Checkpoints go to
 /opt/ml/checkpoints inside SageMaker (synced to S3 when the job sets CheckpointConfig), so
@@ -107,6 +108,7 @@ class Config:
     mini_batch_size: int = 32
     hard_negatives: int = 0
     hard_negative_range_min: int = 0
+    hard_negative_range_max: int = 0
     hard_negative_margin: float = 0.05
     validation_pairs: int = 0
     early_stopping_patience: int = 1
@@ -126,6 +128,12 @@ def check_config(config: Config) -> None:
         raise InputError(f"--hard-negatives must be 0 (off) or a positive count, got {config.hard_negatives}")
     if config.hard_negative_range_min < 0:
         raise InputError(f"--hard-negative-range-min must be 0 or more, got {config.hard_negative_range_min}")
+    if config.hard_negative_range_max < 0 or (config.hard_negative_range_max and config.hard_negative_range_max
+                                              < config.hard_negative_range_min + config.hard_negatives):
+        raise InputError(f"--hard-negative-range-max must be 0 (the miner's own window) or at least "
+                         f"--hard-negative-range-min + --hard-negatives "
+                         f"({config.hard_negative_range_min + config.hard_negatives}), "
+                         f"got {config.hard_negative_range_max}")
     if not 0 <= config.hard_negative_margin < 1:
         raise InputError(f"--hard-negative-margin must be in [0, 1) (a share of the positive's score), "
                          f"got {config.hard_negative_margin}")
@@ -189,6 +197,9 @@ def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
                     help="negatives mined per pair with the base model, added to the in-batch ones (0: none)")
     hp.add_argument("--hard-negative-range-min", type=int, default=Config.hard_negative_range_min,
                     help="skip the N nearest candidates (after the pair's own documents) when mining")
+    hp.add_argument("--hard-negative-range-max", type=int, default=Config.hard_negative_range_max,
+                    help="mine among the N nearest candidates (0: sentence-transformers' own window, "
+                         "range-min + 10 x hard-negatives + the pair's own documents)")
     hp.add_argument("--hard-negative-margin", type=float, default=Config.hard_negative_margin,
                     help="a mined negative must score at least this share of the positive's score below it "
                          "(0.05: 5%%); closer ones are likely near-duplicates of the positive")
@@ -568,7 +579,8 @@ def mine_negatives(model, train_pairs: list, config: Config) -> tuple[dict[str, 
     Candidates are the training documents, ranked for each query by the model as it is before
     training. sentence-transformers' miner drops the query's own documents (every text it is
     paired with), the first ``hard_negative_range_min`` ranks and anything scoring above
-    ``(1 - hard_negative_margin) x`` the positive's score: on Debian descriptions those are
+    ``(1 - hard_negative_margin) x`` the positive's score, among the first
+    ``hard_negative_range_max`` ranks (0: the miner's own window): on Debian descriptions those are
     mostly sibling packages describing the same thing, which would teach the model to push
     correct answers away. A pair left with fewer than N candidates gets random training
     documents (not its own) in the free slots, so every pair is still trained on.
@@ -588,7 +600,8 @@ def mine_negatives(model, train_pairs: list, config: Config) -> tuple[dict[str, 
         raise InputError(f"--hard-negatives {n}: the training set has only {len(documents)} distinct documents")
     mined = mine_hard_negatives(
         Dataset.from_dict({"anchor": [q for q, _ in unique], "positive": [t for _, t in unique]}), model,
-        range_min=config.hard_negative_range_min, relative_margin=config.hard_negative_margin, num_negatives=n,
+        range_min=config.hard_negative_range_min, range_max=config.hard_negative_range_max or None,
+        relative_margin=config.hard_negative_margin, num_negatives=n,
         sampling_strategy="top", output_format="n-tuple", query_prompt=config.query_prefix,
         corpus_prompt=config.passage_prefix, batch_size=config.eval_batch_size, verbose=False)
     found: dict[tuple[str, str], list[str]] = {}
@@ -605,6 +618,7 @@ def mine_negatives(model, train_pairs: list, config: Config) -> tuple[dict[str, 
             found[(query, text)] = pool[:n]
     columns = {f"negative_{i}": [found[(p.query, p.text)][i - 1] for p in train_pairs] for i in range(1, n + 1)}
     info = {"per_pair": n, "candidates": len(documents), "range_min": config.hard_negative_range_min,
+            "range_max": config.hard_negative_range_max,
             "relative_margin": config.hard_negative_margin, "pairs_filled_randomly": filled}
     log.info("hard negatives: %d per pair from %d documents; %d of %d pairs filled at random", n, len(documents),
              filled, len(unique))

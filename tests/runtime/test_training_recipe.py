@@ -89,8 +89,21 @@ def test_mined_negatives_are_the_nearest_non_answers(model, pairs, n, range_min)
         assert len(set(negatives)) == n
         assert negatives == expected[pair.query], pair.query
     assert pairs[-1].text not in rows[0]  # the near-copy of the first query's answer
-    assert info == {"per_pair": n, "candidates": len(pairs), "range_min": range_min, "relative_margin": 0.05,
-                    "pairs_filled_randomly": 0}
+    assert info == {"per_pair": n, "candidates": len(pairs), "range_min": range_min, "range_max": 0,
+                    "relative_margin": 0.05, "pairs_filled_randomly": 0}
+
+
+def test_the_window_bounds_where_negatives_are_mined(model, pairs):
+    # The first query's two nearest documents are its own and the near-copy, which the margin
+    # drops: a window of 2 leaves it nothing to mine, so it is filled at random; a window over
+    # every document finds exactly the reference's negative for each pair.
+    narrow, narrow_info = mine_negatives(model, pairs, config(hard_negatives=1, hard_negative_range_max=2))
+    wide, wide_info = mine_negatives(model, pairs, config(hard_negatives=1, hard_negative_range_max=len(pairs)))
+    expected = reference_negatives(model, pairs, 1, 0, 0.05)
+    assert [wide["negative_1"][r] for r in range(len(pairs))] == [expected[p.query][0] for p in pairs]
+    assert (wide_info["range_max"], wide_info["pairs_filled_randomly"]) == (len(pairs), 0)
+    assert narrow_info["pairs_filled_randomly"] >= 1
+    assert narrow["negative_1"][0] not in (pairs[0].text, pairs[-1].text)
 
 
 def test_a_pair_short_of_candidates_is_filled_with_other_documents(model, pairs):
@@ -113,6 +126,8 @@ def test_more_negatives_than_documents_is_refused(model, pairs):
 @pytest.mark.parametrize("flag, value, message", [
     ("--hard-negatives", "-1", "--hard-negatives must be 0 (off) or a positive count, got -1"),
     ("--hard-negative-range-min", "-2", "--hard-negative-range-min must be 0 or more, got -2"),
+    ("--hard-negative-range-max", "-1", "--hard-negative-range-max must be 0 (the miner's own window) or at least "
+                                       "--hard-negative-range-min + --hard-negatives (0), got -1"),
     ("--hard-negative-margin", "1.5", "--hard-negative-margin must be in [0, 1) (a share of the positive's score), "
                                       "got 1.5"),
     ("--validation-pairs", "-5", "--validation-pairs must be 0 (off) or a positive count, got -5"),
@@ -147,7 +162,8 @@ def test_recipe_options_run_and_land_in_metrics_json(tmp_path, dev_pairs):
     t = m["train"]
     # The 8 validation queries were carved from the 56 training pairs (no sample left any out).
     assert (t["pairs"], t["validation_queries"]) == (48, 8)
-    assert t["hard_negatives"] == {"per_pair": 2, "candidates": 48, "range_min": 1, "relative_margin": 0.1,
+    assert t["hard_negatives"] == {"per_pair": 2, "candidates": 48, "range_min": 1, "range_max": 0,
+                                   "relative_margin": 0.1,
                                    "pairs_filled_randomly": t["hard_negatives"]["pairs_filled_randomly"]}
     selection = t["epoch_selection"]
     assert [s["epoch"] for s in selection["scores"]] == [1.0, 2.0]  # patience 2: both epochs run
