@@ -46,11 +46,11 @@ def register(subparsers) -> None:
     p.add_argument("--mini-batch-size", type=int, default=32, help="with --cached-loss")
     p.add_argument("--hard-negatives", type=int, metavar="N", default=Config.hard_negatives,
                    help="negatives per pair mined with the base model from the training documents, on top of the "
-                        "in-batch ones (default %(default)s: none)")
+                        "in-batch ones (default %(default)s; 0: in-batch negatives only)")
     p.add_argument("--hard-negative-range-min", type=int, metavar="R", default=Config.hard_negative_range_min,
                    help="skip the R nearest candidates besides the pair's own documents (default %(default)s)")
     p.add_argument("--hard-negative-range-max", type=int, metavar="R", default=Config.hard_negative_range_max,
-                   help="mine among the R nearest candidates (default %(default)s: sentence-transformers' own "
+                   help="mine among the R nearest candidates (default %(default)s; 0: sentence-transformers' own "
                         "window, range-min + 10 x N + the pair's own documents)")
     p.add_argument("--hard-negative-margin", type=float, metavar="M", default=Config.hard_negative_margin,
                    help="keep a mined negative only if it scores at least M x the positive's score below it: "

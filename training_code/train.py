@@ -23,12 +23,12 @@ GradCache variant, which makes batches of thousands fit in memory). --loss symme
 ranks the queries for each document; --loss gist (GISTEmbedLoss) keeps the base model, frozen,
 as a guide and leaves out any in-batch negative the guide scores above the pair's own
 positive: a likely second right answer (Debian has many near-twin packages), not a wrong
-one. --hard-negatives N adds
+one. --hard-negatives N (default 1) adds
 N mined negatives to each pair: the base model's nearest training documents to the query,
 skipping its own document(s), the first --hard-negative-range-min ranks, and any scoring
 within --hard-negative-margin (relative) of the positive, which would likely be a
 near-duplicate of it rather than a wrong answer, among the first --hard-negative-range-max
-ranks. --validation-pairs K (with --epochs above 1)
+ranks (default 100). --validation-pairs K (with --epochs above 1)
 holds K pairs of train out, scores the gate's metric on them after each epoch, stops after
 --early-stopping-patience epochs without a gain and keeps the best epoch's weights. Checkpoints go to
 /opt/ml/checkpoints inside SageMaker (synced to S3 when the job sets CheckpointConfig), so
@@ -106,9 +106,12 @@ class Config:
     loss: str = "mnrl"
     cached_loss: bool = False
     mini_batch_size: int = 32
-    hard_negatives: int = 0
+    # One mined negative per pair, searched among the 100 nearest: the best recipe measured on
+    # the whole Debian train split (nDCG@10 0.919 against 0.907 with in-batch negatives only;
+    # README, "Fine-tuning recipes, measured").
+    hard_negatives: int = 1
     hard_negative_range_min: int = 0
-    hard_negative_range_max: int = 0
+    hard_negative_range_max: int = 100
     hard_negative_margin: float = 0.05
     validation_pairs: int = 0
     early_stopping_patience: int = 1

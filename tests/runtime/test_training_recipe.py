@@ -89,7 +89,7 @@ def test_mined_negatives_are_the_nearest_non_answers(model, pairs, n, range_min)
         assert len(set(negatives)) == n
         assert negatives == expected[pair.query], pair.query
     assert pairs[-1].text not in rows[0]  # the near-copy of the first query's answer
-    assert info == {"per_pair": n, "candidates": len(pairs), "range_min": range_min, "range_max": 0,
+    assert info == {"per_pair": n, "candidates": len(pairs), "range_min": range_min, "range_max": 100,
                     "relative_margin": 0.05, "pairs_filled_randomly": 0}
 
 
@@ -127,7 +127,7 @@ def test_more_negatives_than_documents_is_refused(model, pairs):
     ("--hard-negatives", "-1", "--hard-negatives must be 0 (off) or a positive count, got -1"),
     ("--hard-negative-range-min", "-2", "--hard-negative-range-min must be 0 or more, got -2"),
     ("--hard-negative-range-max", "-1", "--hard-negative-range-max must be 0 (the miner's own window) or at least "
-                                       "--hard-negative-range-min + --hard-negatives (0), got -1"),
+                                       "--hard-negative-range-min + --hard-negatives (1), got -1"),
     ("--hard-negative-margin", "1.5", "--hard-negative-margin must be in [0, 1) (a share of the positive's score), "
                                       "got 1.5"),
     ("--validation-pairs", "-5", "--validation-pairs must be 0 (off) or a positive count, got -5"),
@@ -162,7 +162,7 @@ def test_recipe_options_run_and_land_in_metrics_json(tmp_path, dev_pairs):
     t = m["train"]
     # The 8 validation queries were carved from the 56 training pairs (no sample left any out).
     assert (t["pairs"], t["validation_queries"]) == (48, 8)
-    assert t["hard_negatives"] == {"per_pair": 2, "candidates": 48, "range_min": 1, "range_max": 0,
+    assert t["hard_negatives"] == {"per_pair": 2, "candidates": 48, "range_min": 1, "range_max": 100,
                                    "relative_margin": 0.1,
                                    "pairs_filled_randomly": t["hard_negatives"]["pairs_filled_randomly"]}
     selection = t["epoch_selection"]
