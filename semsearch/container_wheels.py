@@ -50,33 +50,26 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def requirements(path: Path) -> dict[str, str | None]:
+def requirements(path: Path, *, pinned: bool = False) -> dict[str, str | None]:
     """{canonical name: pinned version, or None when unpinned} of a requirements file's
-    requirement lines; pip's options (``--no-index``...) and comments are left out."""
+    requirement lines; pip's options (``--no-index``...) and comments are left out.
+    ``pinned``: every line must be ``name==version`` (a lock)."""
     pins: dict[str, str | None] = {}
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
             continue
         match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:==([A-Za-z0-9.+!_-]+))?", line)
-        if not match:
-            raise ValueError(f"{path}, line {number}: expected name or name==version, got {line!r}")
+        if not match or (pinned and match[2] is None):
+            expected = "name==version" if pinned else "name or name==version"
+            raise ValueError(f"{path}, line {number}: expected {expected}, got {line!r}")
         pins[canonical(match[1])] = match[2]
     return pins
 
 
 def locked(lock: Path = LOCK) -> dict[str, str]:
     """{canonical name: version} from the lock's ``name==version`` lines."""
-    pins = {}
-    for number, raw in enumerate(lock.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)", line)
-        if not match:
-            raise ValueError(f"{lock}, line {number}: expected name==version, got {line!r}")
-        pins[canonical(match[1])] = match[2]
-    return pins
+    return requirements(lock, pinned=True)  # type: ignore[return-value]  # pinned: no None
 
 
 def _wheels_by_pin(folder: Path) -> dict[tuple[str, str], Path]:

@@ -115,6 +115,10 @@ def test_requirement_files_read_as_names_and_pins_and_a_bad_line_is_named(tmp_pa
     bad.write_text("onnx\ntorch>=2.6\n")
     with pytest.raises(ValueError, match=r"bad.txt, line 2: expected name or name==version, got 'torch>=2.6'"):
         container_wheels.requirements(bad)
+    lock = tmp_path / "lock.txt"
+    lock.write_text("onnx==1.17.0\nnumpy\n")
+    with pytest.raises(ValueError, match=r"lock.txt, line 2: expected name==version, got 'numpy'"):
+        container_wheels.locked(lock)
 
 
 def test_the_wheel_lock_is_exactly_the_closure_of_the_requirements():
