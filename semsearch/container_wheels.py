@@ -69,7 +69,7 @@ def requirements(path: Path, *, pinned: bool = False) -> dict[str, str | None]:
 
 def locked(lock: Path = LOCK) -> dict[str, str]:
     """{canonical name: version} from the lock's ``name==version`` lines."""
-    return requirements(lock, pinned=True)  # type: ignore[return-value]  # pinned: no None
+    return {name: version for name, version in requirements(lock, pinned=True).items() if version}
 
 
 def _wheels_by_pin(folder: Path) -> dict[tuple[str, str], Path]:
