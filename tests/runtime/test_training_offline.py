@@ -172,6 +172,10 @@ def test_metrics_json_has_the_gate_metrics(job, model_dir):
     assert metrics["base_model"] == str(job["opt_ml"] / "input" / "data" / "model")
     assert metrics["train"]["pairs"] == MAX_PAIRS
     assert metrics["eval"]["source"] == "eval channel" and metrics["eval"]["pairs"] == EVAL_PAIRS
+    # The default recipe mines hard negatives with the base model: it ran with no network too.
+    mining = metrics["train"]["hard_negatives"]
+    assert (mining["per_pair"], mining["range_max"]) == (1, 100)
+    assert mining["candidates"] > 1 and 0 <= mining["pairs_filled_randomly"] <= MAX_PAIRS
     # The lines the workflow's metric definitions scrape, with the metrics.json figures.
     for stage in ("base", "tuned", "gain"):
         (value,) = re.findall(rf"eval:{stage}:{re.escape(PRIMARY_METRIC)}=(-?[0-9.]+);", job["result"].stdout)
