@@ -55,6 +55,7 @@ RECIPES: dict[str, dict] = {
     "e3-best": {**MNRL, "epochs": 3, "validation_pairs": 300},
     "e3-best-hn3": {"epochs": 3, "validation_pairs": 300, "hard_negatives": 3, **MINER_WINDOW},
     "e2-best": {"epochs": 2, "validation_pairs": 300},
+    "e3-best-w100": {"epochs": 3, "validation_pairs": 300},
     "symmetric": {**MNRL, "loss": "symmetric"},
     "gist": {**MNRL, "loss": "gist"},
     "gist-cached-b128": {**MNRL, "loss": "gist", "cached_loss": True, "batch_size": 128, "mini_batch_size": 32},
