@@ -63,6 +63,8 @@ RECIPES: dict[str, dict] = {
     "lr1e-4": {**MNRL, "learning_rate": 1e-4},
     "lr2e-5": {**MNRL, "learning_rate": 2e-5},
     "scale50": {**MNRL, "scale": 50.0},
+    "attn-drop0": {"attention_dropout": 0.0},
+    "unchunked": {"chunk_rows": 0},  # one padded forward per column: the speed before --chunk-rows
 }
 
 

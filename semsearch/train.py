@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def register(subparsers) -> None:
-    from training_code.train import Config
+    from training_code.train import CPU_CHUNK_ROWS, Config, optional_float
 
     p = subparsers.add_parser("train", help="fine-tune an embedding model on query/document pairs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,6 +38,13 @@ def register(subparsers) -> None:
     p.add_argument("--max-pairs", type=int, metavar="K", help="train on a seeded sample of K pairs")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the training job's)")
     p.add_argument("--max-seq-length", type=int, help="tokens per text (default: the catalog's max tokens)")
+    p.add_argument("--attention-dropout", type=optional_float, metavar="P", default=Config.attention_dropout,
+                   help="dropout on attention weights while training (default: the base model's own, 0.1 for "
+                        "BERT-style models; 0 lets PyTorch run its fused attention kernel, faster on CPU)")
+    p.add_argument("--chunk-rows", type=int, metavar="N", default=Config.chunk_rows,
+                   help="run each column of a batch through the encoder in chunks of N texts of similar length, "
+                        "each padded only to its own longest: the same embeddings for about half the work on CPU "
+                        f"(0: off; default: {CPU_CHUNK_ROWS} on CPU, off on GPU)")
     p.add_argument("--loss", default=Config.loss, metavar="L",
                    help="mnrl (MultipleNegativesRankingLoss), symmetric (also ranks the queries per document) or "
                         "gist (GISTEmbedLoss: in-batch negatives the base model scores above the positive are left "
@@ -94,7 +101,8 @@ def build_config(args: argparse.Namespace):
         cached_loss=args.cached_loss,
         mini_batch_size=args.mini_batch_size, hard_negatives=args.hard_negatives,
         hard_negative_range_min=args.hard_negative_range_min, hard_negative_range_max=args.hard_negative_range_max,
-        hard_negative_margin=args.hard_negative_margin,
+        hard_negative_margin=args.hard_negative_margin, attention_dropout=args.attention_dropout,
+        chunk_rows=args.chunk_rows,
         validation_pairs=args.validation_pairs, early_stopping_patience=args.early_stopping_patience,
         seed=args.seed, progress=not args.quiet, **extra)
 

@@ -173,12 +173,14 @@ def test_metrics_json_has_the_gate_metrics(job, model_dir):
     assert metrics["train"]["pairs"] == MAX_PAIRS
     assert metrics["eval"]["source"] == "eval channel" and metrics["eval"]["pairs"] == EVAL_PAIRS
     # The default recipe mines hard negatives with the base model: it ran with no network too.
-    from training_code.train import Config
+    from training_code.train import CPU_CHUNK_ROWS, Config
 
     mining = metrics["train"]["hard_negatives"]
     assert Config.hard_negatives > 0, "the default recipe no longer mines: this check covers nothing"
     assert (mining["per_pair"], mining["range_max"]) == (Config.hard_negatives, Config.hard_negative_range_max)
     assert mining["candidates"] > 1 and 0 <= mining["pairs_filled_randomly"] <= MAX_PAIRS
+    # It ran its batches as length-sorted chunks (CPU): training_code/chunks.py travelled in the bundle.
+    assert metrics["train"]["chunk_rows"] == CPU_CHUNK_ROWS
     # The lines the workflow's metric definitions scrape, with the metrics.json figures.
     for stage in ("base", "tuned", "gain"):
         (value,) = re.findall(rf"eval:{stage}:{re.escape(PRIMARY_METRIC)}=(-?[0-9.]+);", job["result"].stdout)

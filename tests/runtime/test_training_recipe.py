@@ -133,6 +133,8 @@ def test_more_negatives_than_documents_is_refused(model, pairs):
     ("--validation-pairs", "-5", "--validation-pairs must be 0 (off) or a positive count, got -5"),
     ("--early-stopping-patience", "0", "--early-stopping-patience must be 1 or more, got 0"),
     ("--loss", "triplet", "--loss must be one of mnrl, symmetric, gist, got 'triplet'"),
+    ("--chunk-rows", "-1", "--chunk-rows must be 0 (off) or a positive count, got -1"),
+    ("--attention-dropout", "1", "--attention-dropout must be in [0, 1) or 'none' (the base model's own), got 1.0"),
 ])
 def test_bad_recipe_values_are_refused_before_training(tmp_path, capsys, model_dir, dev_pairs, flag, value, message):
     data = write_jsonl(tmp_path / "pairs.jsonl", dev_pairs[:8])
@@ -154,17 +156,20 @@ def test_recipe_options_run_and_land_in_metrics_json(tmp_path, dev_pairs):
     assert cli(["train", "--train", str(train), "--eval", str(dev), "--out", str(out), "--no-code", "--quiet",
                 "--epochs", "2", "--batch-size", "16", "--max-seq-length", "32", "--hard-negatives", "2",
                 "--hard-negative-range-min", "1", "--hard-negative-margin", "0.1", "--validation-pairs", "8",
-                "--early-stopping-patience", "2"]) == 0
+                "--early-stopping-patience", "2", "--attention-dropout", "0"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     hp = m["hyperparameters"]
     assert (hp["hard_negatives"], hp["hard_negative_range_min"], hp["hard_negative_margin"]) == (2, 1, 0.1)
-    assert (hp["validation_pairs"], hp["early_stopping_patience"]) == (8, 2)
+    assert (hp["validation_pairs"], hp["early_stopping_patience"], hp["attention_dropout"]) == (8, 2, 0.0)
+    # A training setting: the saved model keeps the base model's attention dropout.
+    assert json.loads((out / "config.json").read_text())["attention_probs_dropout_prob"] == 0.1
     t = m["train"]
     # The 8 validation queries were carved from the 56 training pairs (no sample left any out).
     assert (t["pairs"], t["validation_queries"]) == (48, 8)
     assert t["hard_negatives"] == {"per_pair": 2, "candidates": 48, "range_min": 1, "range_max": 100,
                                    "relative_margin": 0.1,
                                    "pairs_filled_randomly": t["hard_negatives"]["pairs_filled_randomly"]}
+    assert t["chunk_rows"] == train_mod.CPU_CHUNK_ROWS  # on CPU, by default
     selection = t["epoch_selection"]
     assert [s["epoch"] for s in selection["scores"]] == [1.0, 2.0]  # patience 2: both epochs run
     assert selection["best_epoch"] == max(selection["scores"], key=lambda s: s["ndcg@10"])["epoch"]
@@ -182,3 +187,24 @@ def test_each_loss_trains_and_lands_in_metrics_json(tmp_path, dev_pairs, loss, c
     m = json.loads((out / "metrics.json").read_text())
     assert (m["hyperparameters"]["loss"], m["hyperparameters"]["cached_loss"]) == (loss, cached)
     assert m["train"]["probe_loss_after"] < m["train"]["probe_loss_before"]
+
+
+def test_attention_dropout_reaches_every_attention_layer_and_only_those(model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    kwargs, base = train_mod.attention_dropout_override(str(model_dir), 0.0)
+    assert (kwargs, base) == ({"attention_probs_dropout_prob": 0.0}, {"attention_probs_dropout_prob": 0.1})
+    bert = SentenceTransformer(str(model_dir), device="cpu", config_kwargs=kwargs)[0].auto_model
+    layers = bert.encoder.layer
+    assert len(layers) == 6
+    assert all(layer.attention.self.dropout.p == 0.0 for layer in layers)
+    assert all(layer.attention.output.dropout.p == 0.1 for layer in layers)  # hidden dropout stays
+    assert train_mod.attention_dropout_override(str(model_dir), None) == ({}, {})
+
+
+def test_attention_dropout_on_a_model_without_that_setting_is_refused(tmp_path):
+    # GPT-2's config calls it attn_pdrop: the option would silently do nothing, so it is refused.
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(InputError, match=r"--attention-dropout: the base model's config \(GPT2Config\) has none of "
+                                         r"attention_probs_dropout_prob, attention_dropout"):
+        train_mod.attention_dropout_override(str(tmp_path), 0.0)
