@@ -64,6 +64,10 @@ RECIPES: dict[str, dict] = {
     "lr2e-5": {**MNRL, "learning_rate": 2e-5},
     "scale50": {**MNRL, "scale": 50.0},
     "attn-drop0": {"attention_dropout": 0.0},
+    # No margin: the base model's own mistakes (documents it ranks above the positive) become the
+    # negatives; the Debian pairs have no duplicate query or document to make one a right answer.
+    "hn1-nomargin": {"hard_negative_margin": None},
+    "hn1-margin0": {"hard_negative_margin": 0.0},
     "unchunked": {"chunk_rows": 0},  # one padded forward per column: the speed before --chunk-rows
 }
 

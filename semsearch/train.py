@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def register(subparsers) -> None:
-    from training_code.train import CPU_CHUNK_ROWS, Config, optional_float
+    from training_code.train import CPU_CHUNK_ROWS, Config, optional_float, optional_int
 
     p = subparsers.add_parser("train", help="fine-tune an embedding model on query/document pairs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,10 +41,10 @@ def register(subparsers) -> None:
     p.add_argument("--attention-dropout", type=optional_float, metavar="P", default=Config.attention_dropout,
                    help="dropout on attention weights while training (default: the base model's own, 0.1 for "
                         "BERT-style models; 0 lets PyTorch run its fused attention kernel, faster on CPU)")
-    p.add_argument("--chunk-rows", type=int, metavar="N", default=Config.chunk_rows,
+    p.add_argument("--chunk-rows", type=optional_int, metavar="N", default=Config.chunk_rows,
                    help="run each column of a batch through the encoder in chunks of N texts of similar length, "
                         "each padded only to its own longest: the same embeddings for about half the work on CPU "
-                        f"(0: off; default: {CPU_CHUNK_ROWS} on CPU, off on GPU)")
+                        f"(0: off; default or 'none': {CPU_CHUNK_ROWS} on CPU, off on GPU)")
     p.add_argument("--loss", default=Config.loss, metavar="L",
                    help="mnrl (MultipleNegativesRankingLoss), symmetric (also ranks the queries per document) or "
                         "gist (GISTEmbedLoss: in-batch negatives the base model scores above the positive are left "
@@ -59,9 +59,10 @@ def register(subparsers) -> None:
     p.add_argument("--hard-negative-range-max", type=int, metavar="R", default=Config.hard_negative_range_max,
                    help="mine among the R nearest candidates (default %(default)s; 0: sentence-transformers' own "
                         "window, range-min + 10 x N + the pair's own documents)")
-    p.add_argument("--hard-negative-margin", type=float, metavar="M", default=Config.hard_negative_margin,
-                   help="keep a mined negative only if it scores at least M x the positive's score below it: "
-                        "closer ones are likely near-duplicates of the positive (default %(default)s)")
+    p.add_argument("--hard-negative-margin", type=optional_float, metavar="M", default=Config.hard_negative_margin,
+                   help="keep a mined negative only if it scores at least M x the positive's score below it, as "
+                        "closer ones may be near-duplicates of the positive; 'none' keeps every candidate, also "
+                        "those the base model ranks above the positive (default %(default)s)")
     p.add_argument("--validation-pairs", type=int, metavar="K", default=Config.validation_pairs,
                    help="hold K train pairs out, score each epoch on them with the gate's metric (nDCG@10) and "
                         "keep the best epoch (default %(default)s: keep the last)")

@@ -118,7 +118,7 @@ class Config:
     hard_negatives: int = 1
     hard_negative_range_min: int = 0
     hard_negative_range_max: int = 100
-    hard_negative_margin: float = 0.05
+    hard_negative_margin: float | None = 0.05
     validation_pairs: int = 0
     early_stopping_patience: int = 1
     query_prefix: str = ""
@@ -143,9 +143,9 @@ def check_config(config: Config) -> None:
                          f"--hard-negative-range-min + --hard-negatives "
                          f"({config.hard_negative_range_min + config.hard_negatives}), "
                          f"got {config.hard_negative_range_max}")
-    if not 0 <= config.hard_negative_margin < 1:
-        raise InputError(f"--hard-negative-margin must be in [0, 1) (a share of the positive's score), "
-                         f"got {config.hard_negative_margin}")
+    if config.hard_negative_margin is not None and not 0 <= config.hard_negative_margin < 1:
+        raise InputError(f"--hard-negative-margin must be in [0, 1) (a share of the positive's score) or 'none' "
+                         f"(keep every candidate), got {config.hard_negative_margin}")
     if config.attention_dropout is not None and not 0 <= config.attention_dropout < 1:
         raise InputError(f"--attention-dropout must be in [0, 1) or 'none' (the base model's own), "
                          f"got {config.attention_dropout}")
@@ -166,16 +166,20 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def _optional_int(value: str) -> int | None:
-    return None if str(value).strip().lower() in ("", "none", "0") else int(value)
+def none_or(kind: type, *, zero_is_none: bool = False):
+    """An argparse type reading 'none' or '' (and 0 where `zero_is_none`) as None, anything
+    else as `kind`: SageMaker passes every hyperparameter as a string."""
+    def parse(value: str):
+        text = str(value).strip().lower()
+        if text in ("", "none") or (zero_is_none and text == "0"):
+            return None
+        return kind(value)
+    parse.__name__ = kind.__name__  # argparse names the type in its error: "invalid int value: 'x'"
+    return parse
 
 
-def _int_or_none(value: str) -> int | None:
-    return None if str(value).strip().lower() in ("", "none") else int(value)
-
-
-def optional_float(value: str) -> float | None:
-    return None if str(value).strip().lower() in ("", "none") else float(value)
+optional_int, optional_float = none_or(int), none_or(float)
+unset_if_zero = none_or(int, zero_is_none=True)  # for limits where 0 has always meant "no limit"
 
 
 def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
@@ -206,13 +210,13 @@ def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     hp.add_argument("--attention-dropout", type=optional_float, default=Config.attention_dropout,
                     help="dropout on attention weights while training ('none': the base model's own, "
                          "0.1 for BERT-style models); 0 lets PyTorch run its fused attention kernel on CPU")
-    hp.add_argument("--chunk-rows", type=_int_or_none, default=Config.chunk_rows,
+    hp.add_argument("--chunk-rows", type=optional_int, default=Config.chunk_rows,
                     help="run each column of a batch through the encoder in chunks of N texts of similar length, "
                          "each padded only to its own longest: the same embeddings for about half the work on "
                          f"CPU (0: off; default: {CPU_CHUNK_ROWS} on CPU, off on GPU, where it is not measured)")
-    hp.add_argument("--max-seq-length", type=_optional_int, default=None,
+    hp.add_argument("--max-seq-length", type=unset_if_zero, default=None,
                     help="tokens per text (pass the catalog's max_tokens; default: the base model's)")
-    hp.add_argument("--max-pairs", type=_optional_int, default=None, help="train on a seeded sample of K pairs")
+    hp.add_argument("--max-pairs", type=unset_if_zero, default=None, help="train on a seeded sample of K pairs")
     hp.add_argument("--eval-fraction", type=float, default=Config.eval_fraction,
                     help="share of train queries held out when no eval channel is given")
     hp.add_argument("--max-eval-pairs", type=int, default=Config.max_eval_pairs,
@@ -229,9 +233,10 @@ def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     hp.add_argument("--hard-negative-range-max", type=int, default=Config.hard_negative_range_max,
                     help="mine among the N nearest candidates (0: sentence-transformers' own window, "
                          "range-min + 10 x hard-negatives + the pair's own documents)")
-    hp.add_argument("--hard-negative-margin", type=float, default=Config.hard_negative_margin,
+    hp.add_argument("--hard-negative-margin", type=optional_float, default=Config.hard_negative_margin,
                     help="a mined negative must score at least this share of the positive's score below it "
-                         "(0.05: 5%%); closer ones are likely near-duplicates of the positive")
+                         "(0.05: 5%%), as closer ones may be near-duplicates of the positive; 'none' keeps every "
+                         "candidate, also those the base model ranks above the positive")
     hp.add_argument("--validation-pairs", type=int, default=Config.validation_pairs,
                     help="train pairs held out to score each epoch with the gate's metric; the best epoch is "
                          "kept (0: none, the last epoch is kept)")

@@ -44,8 +44,10 @@ def pairs(dev_pairs) -> list[Pair]:
     return [*base, near_copy]
 
 
-def reference_negatives(model, pairs: list[Pair], n: int, range_min: int, margin: float) -> dict[str, list[str]]:
-    """Per query: its n negatives as the option promises them, ranked here with the same model."""
+def reference_negatives(model, pairs: list[Pair], n: int, range_min: int,
+                        margin: float | None) -> dict[str, list[str]]:
+    """Per query: its n negatives as the option promises them, ranked here with the same model
+    (margin None: every document that is not the query's own is a candidate)."""
     documents = list(dict.fromkeys(p.text for p in pairs))
     own: dict[str, set[str]] = {}
     for p in pairs:
@@ -58,7 +60,8 @@ def reference_negatives(model, pairs: list[Pair], n: int, range_min: int, margin
     for i, query in enumerate(queries):
         positive = min(scores[i, documents.index(t)] for t in own[query])
         ranked = [j for j in np.argsort(-scores[i], kind="stable")
-                  if documents[j] not in own[query] and scores[i, j] <= positive - abs(positive) * margin]
+                  if documents[j] not in own[query]
+                  and (margin is None or scores[i, j] <= positive - abs(positive) * margin)]
         out[query] = [documents[j] for j in ranked[range_min:range_min + n]]
     return out
 
@@ -106,6 +109,29 @@ def test_the_window_bounds_where_negatives_are_mined(model, pairs):
     assert narrow["negative_1"][0] not in (pairs[0].text, pairs[-1].text)
 
 
+def test_without_a_margin_the_nearest_non_answer_is_the_negative(model, pairs):
+    # --hard-negative-margin none: the near-copy, which the base model ranks right after the
+    # first query's own document, becomes that query's negative.
+    columns, info = mine_negatives(model, pairs, config(hard_negatives=1, hard_negative_margin=None))
+    expected = reference_negatives(model, pairs, 1, 0, None)
+    assert [columns["negative_1"][r] for r in range(len(pairs))] == [expected[p.query][0] for p in pairs]
+    assert columns["negative_1"][0] == pairs[-1].text
+    assert (info["relative_margin"], info["pairs_filled_randomly"]) == (None, 0)
+
+
+def test_a_count_that_is_not_a_number_is_named(capsys):
+    with pytest.raises(SystemExit):
+        train_mod.build_parser({}).parse_args(["--chunk-rows", "many"])
+    assert "argument --chunk-rows: invalid int value: 'many'" in capsys.readouterr().err
+    assert train_mod.build_parser({}).parse_args(["--chunk-rows", "none"]).chunk_rows is None
+
+
+@pytest.mark.parametrize("value, expected", [("none", None), ("None", None), ("", None), ("0", 0.0), ("0.1", 0.1)])
+def test_the_margin_reads_none_as_no_margin(value, expected):
+    # SageMaker passes hyperparameters as strings: "none" has to reach the miner as None.
+    assert train_mod.build_parser({}).parse_args(["--hard-negative-margin", value]).hard_negative_margin == expected
+
+
 def test_a_pair_short_of_candidates_is_filled_with_other_documents(model, pairs):
     # With a margin of 0.9 almost nothing is far enough below the positive: the pairs the
     # miner gives up on get other training documents, never their own.
@@ -128,8 +154,8 @@ def test_more_negatives_than_documents_is_refused(model, pairs):
     ("--hard-negative-range-min", "-2", "--hard-negative-range-min must be 0 or more, got -2"),
     ("--hard-negative-range-max", "-1", "--hard-negative-range-max must be 0 (the miner's own window) or at least "
                                        "--hard-negative-range-min + --hard-negatives (1), got -1"),
-    ("--hard-negative-margin", "1.5", "--hard-negative-margin must be in [0, 1) (a share of the positive's score), "
-                                      "got 1.5"),
+    ("--hard-negative-margin", "1.5", "--hard-negative-margin must be in [0, 1) (a share of the positive's score) "
+                                      "or 'none' (keep every candidate), got 1.5"),
     ("--validation-pairs", "-5", "--validation-pairs must be 0 (off) or a positive count, got -5"),
     ("--early-stopping-patience", "0", "--early-stopping-patience must be 1 or more, got 0"),
     ("--loss", "triplet", "--loss must be one of mnrl, symmetric, gist, got 'triplet'"),
