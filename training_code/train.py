@@ -182,8 +182,26 @@ optional_int, optional_float = none_or(int), none_or(float)
 unset_if_zero = none_or(int, zero_is_none=True)  # for limits where 0 has always meant "no limit"
 
 
+def report_failure(message: str) -> None:
+    """`message` on stderr and, in SageMaker, as the job's FailureReason (a Step Functions Catch
+    sees it)."""
+    print(message, file=sys.stderr, flush=True)
+    if os.environ.get("SM_OUTPUT_DIR"):
+        Path(os.environ["SM_OUTPUT_DIR"], "failure").write_text(message[:1000])
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse's own errors (a mistyped or misspelt hyperparameter) become the FailureReason too,
+    instead of SageMaker's generic 'ExecuteUserScriptError'."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        report_failure(f"{self.prog}: error: {message}")
+        raise SystemExit(2)
+
+
 def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
+    p = _ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     env = environ.get
     io = p.add_argument_group("data and folders (default: the SageMaker environment)")
@@ -752,11 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(config)
     except (pairs_mod.PairsError, InputError) as e:
-        message = f"train.py: error: {e}"
-        print(message, file=sys.stderr, flush=True)
-        if os.environ.get("SM_OUTPUT_DIR"):
-            # SageMaker shows this file as the job's FailureReason (a Step Functions Catch sees it).
-            Path(os.environ["SM_OUTPUT_DIR"], "failure").write_text(message[:1000])
+        report_failure(f"train.py: error: {e}")
         return 2
     return 0
 

@@ -145,6 +145,18 @@ def test_bad_settings_stop_before_anything_runs(capsys):
         train_mod.parse_config(["--cached-loss", "maybe"], SM_ENV)
 
 
+def test_a_bad_hyperparameter_is_the_jobs_failure_reason(tmp_path, monkeypatch, capsys):
+    # SageMaker passes hyperparameters as strings; one that is not a number is named in the
+    # failure file SageMaker shows, not only in the job's log.
+    monkeypatch.setenv("SM_OUTPUT_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as info:
+        train_mod.parse_config(["--batch-size", "lots"], SM_ENV)
+    assert info.value.code == 2
+    message = "train.py: error: argument --batch-size: invalid int value: 'lots'"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message
+    assert (tmp_path / "failure").read_text() == message
+
+
 def test_entry_point_reports_a_bad_record_in_one_line(tmp_path, model_dir, capsys):
     data = write(tmp_path / "train.jsonl", '{"query": "q", "text": "t"}\n{"query": "q2", "txt": "t2"}\n')
     (tmp_path / "output").mkdir()
