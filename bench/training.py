@@ -67,7 +67,7 @@ RECIPES: dict[str, dict] = {
     # No margin: the base model's own mistakes (documents it ranks above the positive) become the
     # negatives; the Debian pairs have no duplicate query or document to make one a right answer.
     "hn1-nomargin": {"hard_negative_margin": None},
-    "hn1-margin0": {"hard_negative_margin": 0.0},
+    "hn1-margin10": {"hard_negative_margin": 0.1},  # the other way: twice the default margin
     "unchunked": {"chunk_rows": 0},  # one padded forward per column: the speed before --chunk-rows
 }
 

@@ -254,7 +254,8 @@ def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     hp.add_argument("--hard-negative-margin", type=optional_float, default=Config.hard_negative_margin,
                     help="a mined negative must score at least this share of the positive's score below it "
                          "(0.05: 5%%), as closer ones may be near-duplicates of the positive; 'none' keeps every "
-                         "candidate, also those the base model ranks above the positive")
+                         "candidate, also those the base model ranks above the positive (worse on the Debian "
+                         "pairs: README)")
     hp.add_argument("--validation-pairs", type=int, default=Config.validation_pairs,
                     help="train pairs held out to score each epoch with the gate's metric; the best epoch is "
                          "kept (0: none, the last epoch is kept)")
