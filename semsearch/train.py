@@ -62,7 +62,8 @@ def register(subparsers) -> None:
     p.add_argument("--hard-negative-margin", type=optional_float, metavar="M", default=Config.hard_negative_margin,
                    help="keep a mined negative only if it scores at least M x the positive's score below it, as "
                         "closer ones may be near-duplicates of the positive; 'none' keeps every candidate, also "
-                        "those the base model ranks above the positive (default %(default)s)")
+                        "those the base model ranks above the positive (worse on the Debian pairs: README) "
+                        "(default %(default)s)")
     p.add_argument("--validation-pairs", type=int, metavar="K", default=Config.validation_pairs,
                    help="hold K train pairs out, score each epoch on them with the gate's metric (nDCG@10) and "
                         "keep the best epoch (default %(default)s: keep the last)")

@@ -202,7 +202,7 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     p = _ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     env = environ.get
     io = p.add_argument_group("data and folders (default: the SageMaker environment)")
     io.add_argument("--train", default=env("SM_CHANNEL_TRAIN"), help="pairs file or folder (SM_CHANNEL_TRAIN)")
