@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ from semsearch.compare import cpu_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RECIPES_FILE = REPO_ROOT / "bench" / "results" / "training_recipes.json"
+KEPT_MODELS = REPO_ROOT / "bench" / "results" / "models"
 
 #: In-batch negatives only: the job's defaults until hn1-w100 measured best on the whole split.
 #: The recipes measured before that change keep it, so that their rows stay reproducible.
@@ -68,6 +70,9 @@ RECIPES: dict[str, dict] = {
     # negatives; the Debian pairs have no duplicate query or document to make one a right answer.
     "hn1-nomargin": {"hard_negative_margin": None},
     "hn1-margin10": {"hard_negative_margin": 0.1},  # the other way: twice the default margin
+    # The defaults again, from the base model, with negatives mined by the defaults' own tuned
+    # model (kept by an earlier `--recipes default --keep-models`): its remaining mistakes.
+    "remined": {"hard_negative_model": str(KEPT_MODELS / "default")},
     "unchunked": {"chunk_rows": 0},  # one padded forward per column: the speed before --chunk-rows
 }
 
@@ -100,6 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--eval-pairs", type=int, default=None, help="dev pairs to score on (default: all)")
     parser.add_argument("--embed-texts", type=int, default=1000, help="dev texts for the embed figure (0: skip)")
+    parser.add_argument("--keep-models", action="store_true",
+                        help=f"with --recipes: copy each tuned model to {KEPT_MODELS.relative_to(REPO_ROOT)}/<recipe> "
+                             "(the remined recipe mines with the default one's)")
     parser.add_argument("--recipes", default=None,
                         help=f"comma-separated recipes to compare ({', '.join(RECIPES)}); rows go to "
                              f"{RECIPES_FILE.relative_to(REPO_ROOT)}")
@@ -175,6 +183,10 @@ def run_recipes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> di
             started = time.perf_counter()
             m = train(config)
             wall = time.perf_counter() - started
+            if args.keep_models:
+                kept = KEPT_MODELS / name
+                shutil.rmtree(kept, ignore_errors=True)
+                shutil.copytree(work / "model", kept)
         t = m["train"]
         row = {"recipe": name, "changes": RECIPES[name], "train_pairs": t["pairs"], "dev_pairs": len(dev),
                "epochs": t["epochs"], "ndcg@10": round(m["tuned"]["ndcg@10"], 4),

@@ -64,6 +64,9 @@ def register(subparsers) -> None:
                         "closer ones may be near-duplicates of the positive; 'none' keeps every candidate, also "
                         "those the base model ranks above the positive (worse on the Debian pairs: README) "
                         "(default %(default)s)")
+    p.add_argument("--hard-negative-model", metavar="DIR",
+                   help="mine with this model instead of the base model, such as one tuned on the same pairs "
+                        "before: its remaining mistakes are the harder negatives")
     p.add_argument("--validation-pairs", type=int, metavar="K", default=Config.validation_pairs,
                    help="hold K train pairs out, score each epoch on them with the gate's metric (nDCG@10) and "
                         "keep the best epoch (default %(default)s: keep the last)")
@@ -93,6 +96,7 @@ def build_config(args: argparse.Namespace):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    miner = str(resolve_model_dir(args.hard_negative_model, "--hard-negative-model")) if args.hard_negative_model else ""
     code = "" if args.no_code else str(REPO_ROOT / "inference_code")
     extra = {"learning_rate": args.lr} if args.lr is not None else {}
     return Config(
@@ -103,7 +107,7 @@ def build_config(args: argparse.Namespace):
         cached_loss=args.cached_loss,
         mini_batch_size=args.mini_batch_size, hard_negatives=args.hard_negatives,
         hard_negative_range_min=args.hard_negative_range_min, hard_negative_range_max=args.hard_negative_range_max,
-        hard_negative_margin=args.hard_negative_margin, attention_dropout=args.attention_dropout,
+        hard_negative_margin=args.hard_negative_margin, hard_negative_model=miner, attention_dropout=args.attention_dropout,
         chunk_rows=args.chunk_rows,
         validation_pairs=args.validation_pairs, early_stopping_patience=args.early_stopping_patience,
         seed=args.seed, progress=not args.quiet, **extra)

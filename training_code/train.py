@@ -119,6 +119,8 @@ class Config:
     hard_negative_range_min: int = 0
     hard_negative_range_max: int = 100
     hard_negative_margin: float | None = 0.05
+    # The model that ranks the candidates when mining ("": the base model, before training).
+    hard_negative_model: str = ""
     validation_pairs: int = 0
     early_stopping_patience: int = 1
     query_prefix: str = ""
@@ -256,6 +258,9 @@ def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
                          "(0.05: 5%%), as closer ones may be near-duplicates of the positive; 'none' keeps every "
                          "candidate, also those the base model ranks above the positive (worse on the Debian "
                          "pairs: README)")
+    hp.add_argument("--hard-negative-model", default=env("SM_CHANNEL_MINER") or Config.hard_negative_model,
+                    help="model folder that ranks the candidates when mining, such as an earlier tuned model "
+                         "(SM_CHANNEL_MINER; default: the base model)")
     hp.add_argument("--validation-pairs", type=int, default=Config.validation_pairs,
                     help="train pairs held out to score each epoch with the gate's metric; the best epoch is "
                          "kept (0: none, the last epoch is kept)")
@@ -345,12 +350,14 @@ def resolve_inference_code(config: Config, work: Path) -> Path | None:
                      "pass --inference-code DIR, or --inference-code '' for a model without code/")
 
 
-def resolve_base_model(base_model: str, work: Path) -> str:
+def resolve_base_model(base_model: str, work: Path, what: str = "base model") -> str:
+    """A model folder (a channel holding one model.tar.gz is unpacked) or a Hugging Face id;
+    `what` names the setting in the error and the unpacked folder."""
     path = Path(base_model)
     if path.is_dir():
-        return str(_unpack_if_archive(path, work, "base_model"))
+        return str(_unpack_if_archive(path, work, what.replace(" ", "_")))
     if path.is_absolute() or base_model.startswith("."):
-        raise InputError(f"base model folder {base_model!r} does not exist")
+        raise InputError(f"{what} folder {base_model!r} does not exist")
     return base_model  # a Hugging Face id, for a container that may download it
 
 
@@ -452,15 +459,18 @@ def train(config: Config) -> dict:
         check_config(config)
         code_dir = resolve_inference_code(config, work)
         base_model = resolve_base_model(config.base_model, work)
+        miner_model = (resolve_base_model(config.hard_negative_model, work, "hard negative model")
+                       if config.hard_negatives and config.hard_negative_model else None)
         train_pairs, eval_set, train_info, eval_info, validation = prepare_data(config)
         log.info("train: %d pairs; eval (%s): %d queries over %d documents", len(train_pairs),
                  eval_info["source"], eval_info["queries"], eval_info["documents"])
-        return _train(config, work, base_model, code_dir, train_pairs, eval_set, train_info, eval_info, validation)
+        return _train(config, work, base_model, code_dir, train_pairs, eval_set, train_info, eval_info, validation,
+                      miner_model)
 
 
 def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, train_pairs: list,
            eval_set: retrieval.Qrels, train_info: dict, eval_info: dict,
-           validation: retrieval.Qrels | None = None) -> dict:
+           validation: retrieval.Qrels | None = None, miner_model: str | None = None) -> dict:
     # Imported here so that --help and input errors answer in a second.
     import torch
     from datasets import Dataset
@@ -493,8 +503,14 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
     columns = {"anchor": [p.query for p in train_pairs], "positive": [p.text for p in train_pairs]}
     mining = None
     if config.hard_negatives:
-        log.info("mining %d hard negatives per pair with the base model", config.hard_negatives)
-        negatives, mining = mine_negatives(model, train_pairs, config)
+        miner = model
+        if miner_model:
+            miner = SentenceTransformer(miner_model, device=model.device)
+            miner.max_seq_length = model.max_seq_length
+        log.info("mining %d hard negatives per pair with %s", config.hard_negatives,
+                 config.hard_negative_model or "the base model")
+        negatives, mining = mine_negatives(miner, train_pairs, config)
+        del miner
         columns.update(negatives)
     dataset = Dataset.from_dict(columns)
     probe = dataset.select(range(min(PROBE_PAIRS, len(dataset))))
@@ -660,8 +676,9 @@ def mine_negatives(model, train_pairs: list, config: Config) -> tuple[dict[str, 
     """``config.hard_negatives`` negative columns ("negative_1", ...), row for row with
     ``train_pairs``, and what the mining found (for metrics.json).
 
-    Candidates are the training documents, ranked for each query by the model as it is before
-    training. sentence-transformers' miner drops the query's own documents (every text it is
+    Candidates are the training documents, ranked for each query by `model`: the model as it is
+    before training, or ``--hard-negative-model`` (such as one tuned on the same pairs before,
+    whose remaining mistakes are harder negatives). sentence-transformers' miner drops the query's own documents (every text it is
     paired with), the first ``hard_negative_range_min`` ranks and anything scoring above
     ``(1 - hard_negative_margin) x`` the positive's score, among the first
     ``hard_negative_range_max`` ranks (0: the miner's own window): on Debian descriptions those are
@@ -703,7 +720,8 @@ def mine_negatives(model, train_pairs: list, config: Config) -> tuple[dict[str, 
     columns = {f"negative_{i}": [found[(p.query, p.text)][i - 1] for p in train_pairs] for i in range(1, n + 1)}
     info = {"per_pair": n, "candidates": len(documents), "range_min": config.hard_negative_range_min,
             "range_max": config.hard_negative_range_max,
-            "relative_margin": config.hard_negative_margin, "pairs_filled_randomly": filled}
+            "relative_margin": config.hard_negative_margin, "pairs_filled_randomly": filled,
+            "model": config.hard_negative_model or "base"}
     log.info("hard negatives: %d per pair from %d documents; %d of %d pairs filled at random", n, len(documents),
              filled, len(unique))
     return columns, info

@@ -193,13 +193,57 @@ def test_recipe_options_run_and_land_in_metrics_json(tmp_path, dev_pairs):
     # The 8 validation queries were carved from the 56 training pairs (no sample left any out).
     assert (t["pairs"], t["validation_queries"]) == (48, 8)
     assert t["hard_negatives"] == {"per_pair": 2, "candidates": 48, "range_min": 1, "range_max": 100,
-                                   "relative_margin": 0.1,
+                                   "relative_margin": 0.1, "model": "base",
                                    "pairs_filled_randomly": t["hard_negatives"]["pairs_filled_randomly"]}
     assert t["chunk_rows"] == train_mod.CPU_CHUNK_ROWS  # on CPU, by default
     selection = t["epoch_selection"]
     assert [s["epoch"] for s in selection["scores"]] == [1.0, 2.0]  # patience 2: both epochs run
     assert selection["best_epoch"] == max(selection["scores"], key=lambda s: s["ndcg@10"])["epoch"]
     assert selection["queries"] == 8 and t["epochs_run"] == 2.0
+
+
+def test_a_hard_negative_model_does_the_mining(tmp_path, dev_pairs, model_dir, monkeypatch):
+    # A miner that ranks differently from the base model: the same weights read through the
+    # [CLS] token instead of the mean of all tokens.
+    from sentence_transformers import SentenceTransformer, models
+
+    base = SentenceTransformer(str(model_dir), device="cpu")
+    cls = models.Pooling(base.get_embedding_dimension(), pooling_mode="cls")
+    miner_dir = tmp_path / "miner"
+    SentenceTransformer(modules=[base[0], cls, models.Normalize()], device="cpu").save(str(miner_dir))
+    used = []
+    real = train_mod.mine_negatives
+
+    def recording(model, pairs, cfg):  # the real miner; only notes which model it was given
+        used.append(model)
+        return real(model, pairs, cfg)
+
+    monkeypatch.setattr(train_mod, "mine_negatives", recording)
+    train = write_jsonl(tmp_path / "train.jsonl", dev_pairs[:32])
+    dev = write_jsonl(tmp_path / "dev.jsonl", dev_pairs[100:116])
+    out = tmp_path / "out"
+    assert cli(["train", "--train", str(train), "--eval", str(dev), "--out", str(out), "--no-code", "--quiet",
+                "--batch-size", "16", "--max-seq-length", "32", "--hard-negative-model", str(miner_dir)]) == 0
+    text = dev_pairs[0]["text"]
+    miner_vector = SentenceTransformer(str(miner_dir), device="cpu").encode(text, normalize_embeddings=True)
+    [model] = used
+    assert model.max_seq_length == 32  # reads what the trained model reads
+    model.max_seq_length = 256
+    assert np.allclose(model.encode(text, normalize_embeddings=True), miner_vector, atol=1e-5)
+    assert not np.allclose(base.encode(text, normalize_embeddings=True), miner_vector, atol=1e-2)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["train"]["hard_negatives"]["model"] == m["hyperparameters"]["hard_negative_model"] == str(miner_dir)
+
+
+def test_a_missing_hard_negative_model_is_refused_before_training(tmp_path, capsys, model_dir, dev_pairs):
+    data = write_jsonl(tmp_path / "pairs.jsonl", dev_pairs[:8])
+    missing = str(tmp_path / "no-such-model")
+    assert train_mod.main(["--train", str(data), "--base-model", str(model_dir), "--model-dir", str(tmp_path / "job"),
+                           "--inference-code", "", "--hard-negative-model", missing]) == 2
+    assert f"hard negative model folder {missing!r} does not exist" in capsys.readouterr().err
+    assert cli(["train", "--train", str(data), "--out", str(tmp_path / "cli"), "--no-code", "--quiet",
+                "--hard-negative-model", missing]) == 2
+    assert f"--hard-negative-model {missing!r} is not a directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("loss, cached", [("symmetric", False), ("gist", True)])
