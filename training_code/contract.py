@@ -32,6 +32,9 @@ in fixed-point notation (never an exponent), so the regexes below stay simple.
 from __future__ import annotations
 
 METRICS_FILE = "metrics.json"
+#: The optional input channel whose model mines the hard negatives (train.py reads it as
+#: SM_CHANNEL_MINER; the fine-tune workflow adds it from hard_negative_model_s3_uri).
+MINER_CHANNEL = "miner"
 SCHEMA_VERSION = 1
 PRIMARY_METRIC = "ndcg@10"
 # The order is the order of the log lines and of the printed table.

@@ -17,6 +17,8 @@ spellings are accepted too). Channels:
                                          when --base-model is not given
     code   (SM_CHANNEL_CODE, optional)   the inference handler folder (or one .zip/.tar.gz),
                                          when it is not bundled as ./inference_code
+    miner  (SM_CHANNEL_MINER, optional)  a model folder (or a model.tar.gz in it) that mines the
+                                         hard negatives instead of the base model
 
 The loss is MultipleNegativesRankingLoss (in-batch negatives; --cached-loss true for the
 GradCache variant, which makes batches of thousands fit in memory). --loss symmetric also
@@ -258,9 +260,10 @@ def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
                          "(0.05: 5%%), as closer ones may be near-duplicates of the positive; 'none' keeps every "
                          "candidate, also those the base model ranks above the positive (worse on the Debian "
                          "pairs: README)")
-    hp.add_argument("--hard-negative-model", default=env("SM_CHANNEL_MINER") or Config.hard_negative_model,
+    miner_channel = f"SM_CHANNEL_{contract.MINER_CHANNEL.upper()}"
+    hp.add_argument("--hard-negative-model", default=env(miner_channel) or Config.hard_negative_model,
                     help="model folder that ranks the candidates when mining, such as an earlier tuned model "
-                         "(SM_CHANNEL_MINER; default: the base model)")
+                         f"({miner_channel}; default: the base model)")
     hp.add_argument("--validation-pairs", type=int, default=Config.validation_pairs,
                     help="train pairs held out to score each epoch with the gate's metric; the best epoch is "
                          "kept (0: none, the last epoch is kept)")

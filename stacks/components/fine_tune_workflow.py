@@ -7,10 +7,13 @@ records the tuned model in SSM and updates the stacks that read it (FineTuneWork
 a Wait/DescribeStacks loop per stack.
 
 Start input (all optional): {"train_s3_uri": "s3://…/", "eval_s3_uri": "s3://…/",
-"base_model_s3_uri": "s3://…/"}; the defaults are the artifact bucket's training/train/,
-(no eval channel) a slice carved from train, and (with ``jobs.network_isolation`` only: the
-job cannot reach the Hugging Face Hub then) training/base-model/, which holds the base model's
-folder or one model.tar.gz.
+"base_model_s3_uri": "s3://…/", "hard_negative_model_s3_uri": "s3://…/"}; the defaults are the
+artifact bucket's training/train/, (no eval channel) a slice carved from train, (with
+``jobs.network_isolation`` only: the job cannot reach the Hugging Face Hub then)
+training/base-model/, which holds the base model's folder or one model.tar.gz, and (no miner
+channel) hard negatives mined with the base model. hard_negative_model_s3_uri is a model folder
+or one model.tar.gz under training/ or jobs/ (what the job's role reads), such as an earlier
+job's jobs/training/<job>/output/model.tar.gz: train.py mines with it (SM_CHANNEL_MINER).
 """
 
 from __future__ import annotations
@@ -289,6 +292,12 @@ class FineTuneWorkflow(Construct):
             s3_channel(SOURCE_CHANNEL, f"'{source.s3_uri}'") + ", "
             + s3_channel("model", f"$exists($states.input.base_model_s3_uri) ? $states.input.base_model_s3_uri"
                                   f" : {default_base_model}") + ", ") if isolated else ""
+        channels = ("[" + isolated_channels + s3_channel("train", "$exists($states.input.train_s3_uri) ? "
+                                                          f"$states.input.train_s3_uri : {default_train}") + "]")
+        # The optional channels, each only when the start input names it ($append takes two arrays).
+        for channel, field in (("eval", "eval_s3_uri"), (contract.MINER_CHANNEL, "hard_negative_model_s3_uri")):
+            channels = (f"$append({channels}, $exists($states.input.{field}) ? "
+                        f"[{s3_channel(channel, '$states.input.' + field)}] : [])")
         resource_config: dict[str, object] = {"InstanceType": jobs.training_instance_type, "InstanceCount": 1,
                                               "VolumeSizeInGB": 50}
         if not training_instance.local_nvme:
@@ -300,12 +309,8 @@ class FineTuneWorkflow(Construct):
             "AlgorithmSpecification": {"TrainingImage": training_image, "TrainingInputMode": "File",
                                        "MetricDefinitions": list(contract.METRIC_DEFINITIONS)},
             "HyperParameters": hyperparameters,
-            # The eval channel is optional: without it the job carves a held-out slice from train.
-            "InputDataConfig": jsonata(
-                "$append([" + isolated_channels
-                + s3_channel("train", "$exists($states.input.train_s3_uri) ? $states.input.train_s3_uri"
-                                      f" : {default_train}") + "], "
-                "$exists($states.input.eval_s3_uri) ? [" + s3_channel("eval", "$states.input.eval_s3_uri") + "] : [])"),
+            # Without an eval channel the job carves a held-out slice from train.
+            "InputDataConfig": jsonata(channels),
             "OutputDataConfig": {"S3OutputPath": f"{bucket_uri}/{JOBS_PREFIX}training/", "KmsKeyId": kms_key.key_arn},
             "ResourceConfig": resource_config,
             "StoppingCondition": {"MaxRuntimeInSeconds": jobs.training_max_runtime_hours * 3600,

@@ -47,7 +47,10 @@ def _compare_inputs(machine: str) -> list[dict[str, Any]]:
 START_INPUTS: dict[str, list[dict[str, Any]] | Callable[[str], list[dict[str, Any]]]] = {
     "compare": _compare_inputs,
     "fine-tune": [{}, {"train_s3_uri": "s3://example-bucket/training/train/",
-                       "eval_s3_uri": "s3://example-bucket/training/eval/"}],
+                       "eval_s3_uri": "s3://example-bucket/training/eval/"},
+                  # mining with an earlier job's tuned model (the miner channel)
+                  {"hard_negative_model_s3_uri": "s3://example-bucket/jobs/training/semsearch-dev-ft-mivq2c1s/output/"
+                                                 "model.tar.gz"}],
     "batch-embed": [{}, {"input_s3_uri": "s3://example-bucket/batch/input/docs.jsonl",
                          "model_name": "semsearch-dev-ft-1767614400000"},
                     # what the upload rule sends (its InputTransformer)

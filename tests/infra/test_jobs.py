@@ -234,6 +234,26 @@ def test_an_isolated_training_job_gets_its_code_and_base_model_as_channels(jobs)
     assert listing["Condition"]["StringEquals"]["s3:prefix"] == hps["sagemaker_submit_directory"].rsplit("/", 1)[1]
 
 
+def test_a_hard_negative_model_arrives_as_the_miner_channel_only_when_given(jobs):
+    """hard_negative_model_s3_uri in the start input becomes the channel train.py mines with
+    (SM_CHANNEL_MINER); without it the job mines with the base model, as before."""
+    from tests.infra.specs.states import evaluate
+    from training_code import contract
+
+    _, template = jobs
+    expression = _definition(template, "fine-tune")["States"]["Train"]["Arguments"]["InputDataConfig"]
+    assert expression.startswith("{%") and expression.endswith("%}")
+
+    def channels(start: dict) -> dict[str, str]:
+        listed = evaluate(expression[2:-2], {"states": {"input": start}})
+        return {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in listed}
+
+    earlier = "s3://bucket/jobs/training/semsearch-dev-ft-mivq2c1s/output/model.tar.gz"
+    assert contract.MINER_CHANNEL not in channels({})
+    given = channels({"hard_negative_model_s3_uri": earlier, "eval_s3_uri": "s3://bucket/training/eval/"})
+    assert given[contract.MINER_CHANNEL] == earlier and given["eval"] == "s3://bucket/training/eval/"
+
+
 @pytest.mark.parametrize("variant", ["default", "custom"])
 def test_promoted_model_runs_in_the_flavor_and_environment_of_the_endpoint_model_it_replaces(variant_app, variant):
     """The promotion is the endpoint's own model resource with the promoted weights: the same

@@ -125,6 +125,10 @@ def test_sagemaker_environment_hyperparameters_and_command_line():
     assert (config.epochs, config.batch_size, config.learning_rate) == (2.0, 128, 3e-5)
     assert (config.cached_loss, config.mini_batch_size, config.max_seq_length) == (True, 16, 256)
     assert config.query_prefix == "query: " and config.passage_prefix == ""
+    assert config.hard_negative_model == ""  # no miner channel: mine with the base model
+    # The miner channel, when the workflow's start input names one (hard_negative_model_s3_uri).
+    miner = {**env, "SM_CHANNEL_MINER": "/opt/ml/input/data/miner"}
+    assert train_mod.parse_config([], miner).hard_negative_model == "/opt/ml/input/data/miner"
 
 
 def test_local_runs_need_no_sagemaker_environment(tmp_path):
