@@ -25,7 +25,7 @@ from sagemaker_container import _clean_env, _python312, _site_packages
 
 from semsearch import container_wheels
 from training_code.archives import extract_tar
-from training_code.contract import METRIC_KEYS, METRICS_FILE, PRIMARY_METRIC
+from training_code.contract import METRIC_KEYS, METRICS_FILE, MINER_CHANNEL, PRIMARY_METRIC
 
 pytestmark = pytest.mark.container
 
@@ -112,16 +112,22 @@ def test_the_wheel_set_is_closed(unpacked, tmp_path):
 
 @pytest.fixture(scope="module")
 def job(bundle, module_tmp, dev_pairs, model_dir) -> dict:
-    """One isolated training job: channels source, model, train and eval, the workflow's
-    hyperparameters, the toolkit's `train` under ``unshare -n``."""
+    """One isolated training job: channels source, model, train, eval and miner, the workflow's
+    hyperparameters, the toolkit's `train` under ``unshare -n``. The miner channel holds one
+    model.tar.gz, as an earlier job's output arrives when the start input names it
+    (hard_negative_model_s3_uri)."""
     root = module_tmp.mktemp("training-job")
     data = root / "data"
     write_jsonl(data / "train" / "train.jsonl", dev_pairs[:TRAIN_PAIRS])
     write_jsonl(data / "eval" / "part-0.jsonl", dev_pairs[TRAIN_PAIRS:TRAIN_PAIRS + EVAL_PAIRS])
+    miner = root / "model.tar.gz"
+    with tarfile.open(miner, "w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            tar.add(path, arcname=path.name)
     opt_ml = root / "opt-ml"
     training_container.write_job(
         opt_ml, source_bundle=bundle,
-        channels={"model": model_dir, "train": data / "train", "eval": data / "eval"},
+        channels={"model": model_dir, "train": data / "train", "eval": data / "eval", MINER_CHANNEL: miner},
         hyperparameters={**HYPERPARAMETERS, "checkpoint-dir": str(opt_ml / "checkpoints")})
     result = training_container.run_offline(opt_ml, root / "work")
     return {"result": result, "opt_ml": opt_ml, "env": root / "work" / "container-env"}
@@ -172,10 +178,13 @@ def test_metrics_json_has_the_gate_metrics(job, model_dir):
     assert metrics["base_model"] == str(job["opt_ml"] / "input" / "data" / "model")
     assert metrics["train"]["pairs"] == MAX_PAIRS
     assert metrics["eval"]["source"] == "eval channel" and metrics["eval"]["pairs"] == EVAL_PAIRS
-    # The default recipe mines hard negatives with the base model: it ran with no network too.
+    # The default recipe mines hard negatives, here with the miner channel's model (the toolkit
+    # set SM_CHANNEL_MINER; train.py unpacked its model.tar.gz): it ran with no network too.
     from training_code.train import CPU_CHUNK_ROWS, Config
 
     mining = metrics["train"]["hard_negatives"]
+    assert mining["model"] == metrics["hyperparameters"]["hard_negative_model"] == str(
+        job["opt_ml"] / "input" / "data" / MINER_CHANNEL)
     assert Config.hard_negatives > 0, "the default recipe no longer mines: this check covers nothing"
     assert (mining["per_pair"], mining["range_max"]) == (Config.hard_negatives, Config.hard_negative_range_max)
     assert mining["candidates"] > 1 and 0 <= mining["pairs_filled_randomly"] <= MAX_PAIRS
