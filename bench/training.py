@@ -73,6 +73,9 @@ RECIPES: dict[str, dict] = {
     # The defaults again, from the base model, with negatives mined by the defaults' own tuned
     # model (kept by an earlier `--recipes default --keep-models`): its remaining mistakes.
     "remined": {"hard_negative_model": str(KEPT_MODELS / "default")},
+    # A second epoch with fresh negatives: the defaults' tuned model trained 1 more epoch on
+    # negatives it mines itself (compare e2-best, whose second epoch reuses the base model's).
+    "continued-remined": {"base_model": str(KEPT_MODELS / "default")},
     "unchunked": {"chunk_rows": 0},  # one padded forward per column: the speed before --chunk-rows
 }
 
@@ -174,11 +177,11 @@ def run_recipes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> di
             eval_file = work / "dev.jsonl"
             eval_file.write_text("".join(json.dumps(p) + "\n" for p in dev))
             settings = {"epochs": args.epochs, **RECIPES[name]}
-            config = Config(train=str(data_dir() / "train.jsonl"), eval=str(eval_file),
-                            base_model=str(packaged_model_dir()), model_dir=str(work / "model"),
-                            output_data_dir=str(work / "model"), inference_code="", max_pairs=pairs,
-                            max_seq_length=spec.max_tokens, query_prefix=spec.query_prefix,
-                            passage_prefix=spec.passage_prefix, **settings)
+            config = Config(**{"train": str(data_dir() / "train.jsonl"), "eval": str(eval_file),
+                               "base_model": str(packaged_model_dir()), "model_dir": str(work / "model"),
+                               "output_data_dir": str(work / "model"), "inference_code": "", "max_pairs": pairs,
+                               "max_seq_length": spec.max_tokens, "query_prefix": spec.query_prefix,
+                               "passage_prefix": spec.passage_prefix, **settings})  # a recipe may start elsewhere
             load = os.getloadavg()[0]
             started = time.perf_counter()
             m = train(config)
