@@ -150,6 +150,9 @@ def check_config(config: Config) -> None:
     if config.hard_negative_margin is not None and not 0 <= config.hard_negative_margin < 1:
         raise InputError(f"--hard-negative-margin must be in [0, 1) (a share of the positive's score) or 'none' "
                          f"(keep every candidate), got {config.hard_negative_margin}")
+    if config.hard_negative_model and not config.hard_negatives:
+        raise InputError(f"--hard-negative-model {config.hard_negative_model!r} mines hard negatives: it needs "
+                         "--hard-negatives 1 or more, got 0")
     if config.attention_dropout is not None and not 0 <= config.attention_dropout < 1:
         raise InputError(f"--attention-dropout must be in [0, 1) or 'none' (the base model's own), "
                          f"got {config.attention_dropout}")
@@ -463,7 +466,7 @@ def train(config: Config) -> dict:
         code_dir = resolve_inference_code(config, work)
         base_model = resolve_base_model(config.base_model, work)
         miner_model = (resolve_base_model(config.hard_negative_model, work, "hard negative model")
-                       if config.hard_negatives and config.hard_negative_model else None)
+                       if config.hard_negative_model else None)
         train_pairs, eval_set, train_info, eval_info, validation = prepare_data(config)
         log.info("train: %d pairs; eval (%s): %d queries over %d documents", len(train_pairs),
                  eval_info["source"], eval_info["queries"], eval_info["documents"])

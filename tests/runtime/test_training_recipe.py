@@ -244,6 +244,12 @@ def test_a_missing_hard_negative_model_is_refused_before_training(tmp_path, caps
     assert cli(["train", "--train", str(data), "--out", str(tmp_path / "cli"), "--no-code", "--quiet",
                 "--hard-negative-model", missing]) == 2
     assert f"--hard-negative-model {missing!r} is not a directory" in capsys.readouterr().err
+    # A miner with nothing to mine is a mistake, not a no-op.
+    assert cli(["train", "--train", str(data), "--out", str(tmp_path / "cli"), "--no-code", "--quiet",
+                "--hard-negative-model", str(model_dir), "--hard-negatives", "0"]) == 2
+    assert (f"--hard-negative-model {str(model_dir)!r} mines hard negatives: it needs --hard-negatives 1 or more, "
+            "got 0") in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists() or not any((tmp_path / "cli").iterdir())
 
 
 @pytest.mark.parametrize("loss, cached", [("symmetric", False), ("gist", True)])
