@@ -511,7 +511,7 @@ def _train(config: Config, work: Path, base_model: str, code_dir: Path | None, t
     if config.hard_negatives:
         miner = model
         if miner_model:
-            miner = SentenceTransformer(miner_model, device=model.device)
+            miner = SentenceTransformer(miner_model, device=str(model.device))
             miner.max_seq_length = model.max_seq_length
         log.info("mining %d hard negatives per pair with %s", config.hard_negatives,
                  config.hard_negative_model or "the base model")
