@@ -93,7 +93,7 @@ def test_mined_negatives_are_the_nearest_non_answers(model, pairs, n, range_min)
         assert negatives == expected[pair.query], pair.query
     assert pairs[-1].text not in rows[0]  # the near-copy of the first query's answer
     assert info == {"per_pair": n, "candidates": len(pairs), "range_min": range_min, "range_max": 100,
-                    "relative_margin": 0.05, "pairs_filled_randomly": 0}
+                    "relative_margin": 0.05, "pairs_filled_randomly": 0, "model": "base"}
 
 
 def test_the_window_bounds_where_negatives_are_mined(model, pairs):
