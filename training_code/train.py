@@ -356,15 +356,15 @@ def resolve_inference_code(config: Config, work: Path) -> Path | None:
                      "pass --inference-code DIR, or --inference-code '' for a model without code/")
 
 
-def resolve_base_model(base_model: str, work: Path, what: str = "base model") -> str:
+def resolve_model(model: str, work: Path, what: str = "base model") -> str:
     """A model folder (a channel holding one model.tar.gz is unpacked) or a Hugging Face id;
     `what` names the setting in the error and the unpacked folder."""
-    path = Path(base_model)
+    path = Path(model)
     if path.is_dir():
         return str(_unpack_if_archive(path, work, what.replace(" ", "_")))
-    if path.is_absolute() or base_model.startswith("."):
-        raise InputError(f"{what} folder {base_model!r} does not exist")
-    return base_model  # a Hugging Face id, for a container that may download it
+    if path.is_absolute() or model.startswith("."):
+        raise InputError(f"{what} folder {model!r} does not exist")
+    return model  # a Hugging Face id, for a container that may download it
 
 
 def prepare_pairs(config: Config) -> tuple[list, retrieval.Qrels, dict, dict]:
@@ -464,8 +464,8 @@ def train(config: Config) -> dict:
         # Everything that can be wrong with the inputs is found before the first slow step.
         check_config(config)
         code_dir = resolve_inference_code(config, work)
-        base_model = resolve_base_model(config.base_model, work)
-        miner_model = (resolve_base_model(config.hard_negative_model, work, "hard negative model")
+        base_model = resolve_model(config.base_model, work)
+        miner_model = (resolve_model(config.hard_negative_model, work, "hard negative model")
                        if config.hard_negative_model else None)
         train_pairs, eval_set, train_info, eval_info, validation = prepare_data(config)
         log.info("train: %d pairs; eval (%s): %d queries over %d documents", len(train_pairs),
@@ -684,13 +684,13 @@ def mine_negatives(model, train_pairs: list, config: Config) -> tuple[dict[str, 
 
     Candidates are the training documents, ranked for each query by `model`: the model as it is
     before training, or ``--hard-negative-model`` (such as one tuned on the same pairs before,
-    whose remaining mistakes are harder negatives). sentence-transformers' miner drops the query's own documents (every text it is
-    paired with), the first ``hard_negative_range_min`` ranks and anything scoring above
-    ``(1 - hard_negative_margin) x`` the positive's score, among the first
-    ``hard_negative_range_max`` ranks (0: the miner's own window): on Debian descriptions those are
-    mostly sibling packages describing the same thing, which would teach the model to push
-    correct answers away. A pair left with fewer than N candidates gets random training
-    documents (not its own) in the free slots, so every pair is still trained on.
+    whose remaining mistakes are harder negatives). sentence-transformers' miner drops the
+    query's own documents (every text it is paired with), the first ``hard_negative_range_min``
+    ranks and anything scoring above ``(1 - hard_negative_margin) x`` the positive's score,
+    among the first ``hard_negative_range_max`` ranks (0: the miner's own window): on Debian
+    descriptions those are mostly sibling packages describing the same thing, which would teach
+    the model to push correct answers away. A pair left with fewer than N candidates gets
+    random training documents (not its own) in the free slots, so every pair is still trained on.
     """
     import random
 
