@@ -419,6 +419,26 @@ def test_scope_check_knows_where_error_output_and_result_exist():
     assert states.scope_problems("$eval('1')", available=states.SCOPE_ARGUMENTS, variables=set())
 
 
+def test_scope_check_counts_arguments_against_jsonata_signatures():
+    """An expression that parses can still call a function with the wrong number of arguments,
+    which JSONata only reports when the state runs (the miner channel's first draft did)."""
+    def problems(expression: str) -> list[str]:
+        return states.scope_problems(expression, available=states.SCOPE_ARGUMENTS, variables={"a"})
+
+    assert problems("$append($a, [1], [2])") == ["$append() takes 2 arguments, given 3"]
+    assert problems("$count()") == ["$count() takes 1 argument, given 0"]
+    assert problems("$join()") == ["$join() takes 1 to 2 arguments, given 0"]
+    # The left side of ~> is the first argument; optional and context parameters may be left out;
+    # $zip is variadic; a function the expression binds itself is not a built-in.
+    for fine in ("$a ~> $join(',')", "$append($append($a, [1]), [2])", "$substring('abc', 1)", "$string()",
+                 "$zip([1], [2], [3])", "($count := function($x, $y) { $x }; $count(1, 2))"):
+        assert problems(fine) == [], fine
+    # The same counts as the evaluator's: each call the check refuses, JSONata refuses when run.
+    for refused in ("$append([1], [2], [3])", "$count()", "$join()"):
+        with pytest.raises(Exception, match="does not match"):
+            states.evaluate(refused, {})
+
+
 def test_policy_tools_match_arns_and_conditions():
     assert iam.patterns_overlap("arn:aws:logs:us-east-1:1:log-group:/aws/x*",
                                 "arn:${Partition}:logs:${Region}:${Account}:log-group:${LogGroupName}:log-stream:"

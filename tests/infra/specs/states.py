@@ -36,6 +36,20 @@ SFN_FUNCTIONS = {"partition", "range", "hash", "random", "uuid", "parse"}
 JSONATA_FUNCTIONS = set(jsonata.Jsonata.static_frame.bindings) - {"eval"}
 NULL_VALUE = Utils.NULL_VALUE
 
+
+def _arity(name: str) -> tuple[int, float]:
+    """How many arguments JSONata 2.0.6's ``$name`` takes (least, most), read from the signature
+    jsonata-python declares for it: ``?`` marks an optional parameter (also one the context fills),
+    ``+`` a variadic one."""
+    params = jsonata.Jsonata.static_frame.bindings[name].signature._params
+    least = sum(1 for p in params if not p.regex.endswith(("?", "*")))
+    return least, float("inf") if any(p.regex.endswith(("+", "*")) for p in params) else len(params)
+
+
+#: (least, most) arguments of each built-in JSONata function. Step Functions' own functions are
+#: not in it: none of our workflows calls them, and their signatures are only prose in AWS's docs.
+JSONATA_ARITY = {name: _arity(name) for name in JSONATA_FUNCTIONS}
+
 SCOPE_ARGUMENTS = frozenset({"input", "context"})
 SCOPE_RESULT = frozenset({"input", "context", "result"})
 SCOPE_CATCH = frozenset({"input", "context", "errorOutput"})
@@ -100,8 +114,19 @@ def scope_problems(expression: str, *, available: frozenset[str], variables: set
     nodes = list(_nodes(ast))
     local = {n.lhs.value for n in nodes if n.type == "bind" and getattr(n.lhs, "type", None) == "variable"}
     local |= {a.value for n in nodes if n.type == "lambda" for a in (n.arguments or [])}
-    functions = {id(n.procedure) for n in nodes if n.type in ("function", "partial") and n.procedure is not None}
+    calls = [n for n in nodes if n.type in ("function", "partial") and n.procedure is not None]
+    functions = {id(n.procedure) for n in calls}
+    # `x ~> $f(a)` calls $f(x, a): the left side of ~> is one more argument.
+    chained = {id(n.rhs) for n in nodes if n.type == "apply" and n.value == "~>"}
     problems = []
+    for call in calls:
+        name = call.procedure.value if call.procedure.type == "variable" else None
+        if name in JSONATA_ARITY and name not in local:
+            given = len(call.arguments or []) + (id(call) in chained)
+            least, most = JSONATA_ARITY[name]
+            if not least <= given <= most:
+                takes = f"{least}" if least == most else f"{least} to {most}".replace(" to inf", " or more")
+                problems.append(f"${name}() takes {takes} argument{'' if most == 1 else 's'}, given {given}")
     for node in nodes:
         steps = node.steps if node.type == "path" else []
         if (len(steps) > 1 and steps[0].type == "variable" and steps[0].value == "states"
