@@ -199,7 +199,17 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also copy the throughput list, labelled with this CPU and today's date, to "
                         "semsearch/measured_throughput.json: the figures `semsearch cost` prices with where no "
                         "bench/results/inference.json is (commit it)")
+    parser.add_argument("--replace-other-cpu", action="store_true",
+                        help="with --publish: replace published figures that were measured on another CPU "
+                        "(without it, such a run stops before measuring, as it would drop them)")
     args = parser.parse_args(argv)
+    if args.publish and not args.replace_other_cpu:
+        other = published_cpu_other_than(cpu_name(), _cpu_flags())
+        if other:
+            parser.error(f"--publish: {PUBLISHED} holds figures measured on {other}; this CPU is {cpu_name()} "
+                         f"({', '.join(_cpu_flags()) or 'no AVX-512'}), and `semsearch cost` prices each CPU family "
+                         "only from a CPU with its instructions. Publish from that CPU, or pass "
+                         "--replace-other-cpu to replace them.")
 
     import torch
     from sentence_transformers import SentenceTransformer
@@ -306,6 +316,19 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "semsearch" / "measured_throughput.json"
+
+
+def published_cpu_other_than(cpu: str, cpu_flags: list[str], path: Path | None = None) -> str | None:
+    """The CPU (name and flags) the published figures (default: PUBLISHED) were measured on,
+    where it is not this one; None where nothing is published or it is this CPU."""
+    path = path or PUBLISHED
+    if not path.is_file():
+        return None
+    machine = json.loads(path.read_text()).get("machine", {})
+    there = (machine.get("cpu"), sorted(machine.get("cpu_flags", [])))
+    if there == (cpu, sorted(cpu_flags)):
+        return None
+    return f"{there[0]} ({', '.join(there[1]) or 'no AVX-512'})"
 
 
 def publish(result: dict, path: Path = PUBLISHED) -> Path:

@@ -551,6 +551,27 @@ def test_bench_publish_writes_a_file_cost_reads(tmp_path):
     assert json.loads(path.read_text())["machine"]["cpu"] == "Intel(R) Xeon(R) Processor"
 
 
+def test_bench_publish_refuses_to_drop_figures_of_another_cpu_before_measuring(monkeypatch, tmp_path, capsys):
+    """A --publish run on another CPU would replace figures that price other CPU families (an AMD
+    run would drop the AMX rows c7i is priced from): it stops at once, naming both CPUs."""
+    import bench.inference
+    from bench.inference import main, published_cpu_other_than
+
+    other = {"machine": {"cpu": "Some Other CPU", "cpu_flags": ["amx_bf16", "avx512f"]}, "throughput": []}
+    path = tmp_path / "measured_throughput.json"
+    path.write_text(json.dumps(other))
+    monkeypatch.setattr(bench.inference, "PUBLISHED", path)
+    with pytest.raises(SystemExit) as caught:
+        main(["--publish"])
+    assert caught.value.code == 2
+    error = capsys.readouterr().err
+    assert "Some Other CPU (amx_bf16, avx512f)" in error and "--replace-other-cpu" in error
+    assert json.loads(path.read_text()) == other  # nothing measured, nothing written
+    assert published_cpu_other_than("Some Other CPU", ["avx512f", "amx_bf16"], path) is None
+    assert published_cpu_other_than("Some Other CPU", ["avx512f"], path) == "Some Other CPU (amx_bf16, avx512f)"
+    assert published_cpu_other_than("x", [], tmp_path / "none.json") is None
+
+
 def test_the_dev_endpoint_runs_on_the_cpu_instance_cheapest_per_token_for_what_it_serves(in_repo):
     """Issue 15: the default dev endpoint sits on the 4-vCPU CPU instance that wins on USD per 1M
     tokens for its flavor, by the published measurements (a tie in speed goes to the cheaper hour)."""
