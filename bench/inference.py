@@ -204,12 +204,12 @@ def main(argv: list[str] | None = None) -> dict:
                         "(without it, such a run stops before measuring, as it would drop them)")
     args = parser.parse_args(argv)
     if args.publish and not args.replace_other_cpu:
-        other = published_cpu_other_than(cpu_name(), _cpu_flags())
+        here = (cpu_name(), _cpu_flags())
+        other = published_cpu_other_than(*here)
         if other:
-            parser.error(f"--publish: {PUBLISHED} holds figures measured on {other}; this CPU is {cpu_name()} "
-                         f"({', '.join(_cpu_flags()) or 'no AVX-512'}), and `semsearch cost` prices each CPU family "
-                         "only from a CPU with its instructions. Publish from that CPU, or pass "
-                         "--replace-other-cpu to replace them.")
+            parser.error(f"--publish: {PUBLISHED} holds figures measured on {other}; this CPU is {_cpu_label(*here)}, "
+                         "and `semsearch cost` prices each CPU family only from a CPU with its instructions. "
+                         "Publish from that CPU, or pass --replace-other-cpu to replace them.")
 
     import torch
     from sentence_transformers import SentenceTransformer
@@ -325,10 +325,12 @@ def published_cpu_other_than(cpu: str, cpu_flags: list[str], path: Path | None =
     if not path.is_file():
         return None
     machine = json.loads(path.read_text()).get("machine", {})
-    there = (machine.get("cpu"), sorted(machine.get("cpu_flags", [])))
-    if there == (cpu, sorted(cpu_flags)):
-        return None
-    return f"{there[0]} ({', '.join(there[1]) or 'no AVX-512'})"
+    there = (machine.get("cpu"), machine.get("cpu_flags", []))
+    return None if _cpu_label(*there) == _cpu_label(cpu, cpu_flags) else _cpu_label(*there)
+
+
+def _cpu_label(cpu: str, cpu_flags: list[str]) -> str:
+    return f"{cpu} ({', '.join(sorted(cpu_flags)) or 'no AVX-512'})"
 
 
 def publish(result: dict, path: Path = PUBLISHED) -> Path:

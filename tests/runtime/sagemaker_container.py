@@ -135,6 +135,16 @@ def layered_env(base: Path, where: Path) -> Path:
     return where / "bin" / "python"
 
 
+def pack(model_dir: Path, model_tar_gz: Path) -> Path:
+    """A model folder as one model.tar.gz with its files at the top, as SageMaker expects a model
+    artifact (a training job's output, a channel holding an earlier job's model)."""
+    with tarfile.open(model_tar_gz, "w:gz", compresslevel=1) as tar:  # weights hardly compress
+        for path in sorted(model_dir.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
+    return model_tar_gz
+
+
 def unpack(model_tar_gz: Path, opt_ml: Path) -> Path:
     """model.tar.gz into <opt_ml>/model, as SageMaker unpacks it into /opt/ml/model."""
     model = opt_ml / "model"

@@ -21,6 +21,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from sagemaker_container import pack
 
 from semsearch import compare_job
 from semsearch.cli import main as cli
@@ -42,10 +43,7 @@ def job_inputs(module_tmp, dev_pairs, model_dir) -> dict[str, Path]:
     models.mkdir()
     (models / "0").symlink_to(model_dir, target_is_directory=True)
     (models / "1").mkdir()
-    with tarfile.open(models / "1" / "model.tar.gz", "w:gz", compresslevel=1) as tar:
-        for path in sorted(model_dir.rglob("*")):
-            if path.is_file():
-                tar.add(path, arcname=path.relative_to(model_dir).as_posix())
+    pack(model_dir, models / "1" / "model.tar.gz")
     return {"root": root, "pairs": pairs, "models": models}
 
 

@@ -215,12 +215,7 @@ def trained_model(module_tmp, model_dir) -> tuple[Path, Path]:
                             timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "has no wheels/" not in result.stderr
-    out = root / "model.tar.gz"
-    with tarfile.open(out, "w:gz", compresslevel=1) as tar:
-        for path in sorted(model.rglob("*")):
-            if path.is_file():
-                tar.add(path, arcname=path.relative_to(model).as_posix(), recursive=False)
-    return out, model
+    return sagemaker_container.pack(model, root / "model.tar.gz"), model
 
 
 @pytest.mark.slow

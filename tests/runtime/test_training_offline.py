@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import sagemaker_training_container as training_container  # tests/runtime/sagemaker_training_container.py
-from sagemaker_container import _clean_env, _python312, _site_packages
+from sagemaker_container import _clean_env, _python312, _site_packages, pack
 
 from semsearch import container_wheels
 from training_code.archives import extract_tar
@@ -120,10 +120,7 @@ def job(bundle, module_tmp, dev_pairs, model_dir) -> dict:
     data = root / "data"
     write_jsonl(data / "train" / "train.jsonl", dev_pairs[:TRAIN_PAIRS])
     write_jsonl(data / "eval" / "part-0.jsonl", dev_pairs[TRAIN_PAIRS:TRAIN_PAIRS + EVAL_PAIRS])
-    miner = root / "model.tar.gz"
-    with tarfile.open(miner, "w:gz") as tar:
-        for path in sorted(model_dir.iterdir()):
-            tar.add(path, arcname=path.name)
+    miner = pack(model_dir, root / "model.tar.gz")
     opt_ml = root / "opt-ml"
     training_container.write_job(
         opt_ml, source_bundle=bundle,
